@@ -1,0 +1,1 @@
+"""sync_pipelines: the company's data syncs as one Dagster project."""

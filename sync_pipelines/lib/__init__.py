@@ -1,0 +1,1 @@
+"""Shared mechanisms of every sync. Plain Python: no Dagster and no source imports here."""
