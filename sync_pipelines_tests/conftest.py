@@ -75,7 +75,9 @@ def mysql_url() -> str:
         with engine.connect():
             pass
     except sa.exc.OperationalError as exc:
-        pytest.skip(f"MySQL/MariaDB at SYNC_TEST_MYSQL_URL is not reachable ({exc.orig}); {MYSQL_SKIP}")
+        pytest.skip(
+            f"MySQL/MariaDB at SYNC_TEST_MYSQL_URL is not reachable ({exc.orig}); {MYSQL_SKIP}"
+        )
     finally:
         engine.dispose()
     return url

@@ -80,7 +80,11 @@ class Database:
     def table(self, name: str) -> str:
         """A quoted, schema-qualified table name (for SQL built outside search_path)."""
         if self.is_postgres:
-            return f"{quote_ident(self.schema)}.{quote_ident(name)}" if self.schema else quote_ident(name)
+            return (
+                f"{quote_ident(self.schema)}.{quote_ident(name)}"
+                if self.schema
+                else quote_ident(name)
+            )
         return f"`{name.replace('`', '``')}`"
 
     @contextmanager

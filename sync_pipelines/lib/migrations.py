@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from .db import Database, quote_ident
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
-_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<dialect>postgresql|mysql))?\.sql$")
+_FILE = re.compile(
+    r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<dialect>postgresql|mysql))?\.sql$"
+)
 LEDGER = "schema_migrations"
 
 
@@ -60,7 +62,9 @@ def discover(role: str, dialect: str, root: Path = SQL_ROOT) -> list[Migration]:
         m = _FILE.match(path.name)
         if not m:
             if path.suffix == ".sql":
-                raise MigrationError(f"{path}: migration files are named NNNN_lower_snake[.dialect].sql")
+                raise MigrationError(
+                    f"{path}: migration files are named NNNN_lower_snake[.dialect].sql"
+                )
             continue
         if m["dialect"] and m["dialect"] != dialect:
             continue
@@ -167,9 +171,14 @@ def migrate(db: Database, role: str | None = None, root: Path = SQL_ROOT) -> Mig
     migrations = discover(role, db.dialect, root)
     with db.begin() as conn:
         if db.is_postgres:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"migrate:{db.schema}"})
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"migrate:{db.schema}"}
+            )
         ledger = _ensure_ledger(db, conn)
-        done = {row.version: row for row in conn.execute(sa.text(f"SELECT version, name, checksum FROM {ledger}"))}
+        done = {
+            row.version: row
+            for row in conn.execute(sa.text(f"SELECT version, name, checksum FROM {ledger}"))
+        }
         for mig in migrations:
             applied = done.get(mig.version)
             if applied is not None:

@@ -34,7 +34,9 @@ class EmbeddedPostgres:
         # platformdirs warns on every call when XDG_RUNTIME_DIR is unset (containers, CI).
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.folder.parent))
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.folder, cleanup_mode=None if self.keep_running else "stop")
+        self._server = pgserver.get_server(
+            self.folder, cleanup_mode=None if self.keep_running else "stop"
+        )
         return self.url
 
     @property

@@ -1,0 +1,284 @@
+"""The one bulk-upsert helper: stage rows, merge once, count inserted/updated/unchanged.
+
+PostgreSQL: COPY the rows into a temporary table, then one ``INSERT ... SELECT ... ON
+CONFLICT DO UPDATE ... WHERE (target) IS DISTINCT FROM (excluded)``, so unchanged rows are
+not rewritten (no dead tuples, no trigger noise, and ``updated`` means really changed).
+MySQL/MariaDB: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` with bound parameters; the
+server's affected-row count plus a count of keys already present gives the three numbers.
+
+Rows are mappings of column -> value. dict/list values are stored as JSON. Two rows with the
+same key in one call are collapsed to the last one (the newest version, e.g. an order that
+moved between two list pages) and counted as ``duplicates_in_input``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import io
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .db import quote_ident
+
+
+class UpsertError(RuntimeError):
+    """The database refused a batch (bad value, missing column...). Nothing of it was written."""
+
+
+@dataclass
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates_in_input: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+            self.duplicates_in_input + other.duplicates_in_input,
+        )
+
+    def as_metadata(self) -> dict[str, int]:
+        return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
+
+
+def _dedupe(rows: Iterable[Mapping], key_columns: Sequence[str]) -> tuple[list[Mapping], int]:
+    latest: dict[tuple, Mapping] = {}
+    seen = 0
+    for row in rows:
+        seen += 1
+        try:
+            key = tuple(row[k] for k in key_columns)
+        except KeyError as exc:
+            raise ValueError(f"upsert row is missing key column {exc.args[0]!r}") from None
+        if any(v is None for v in key):
+            raise ValueError(f"upsert row has a NULL key ({', '.join(key_columns)})")
+        latest.pop(key, None)  # re-insert so the last occurrence keeps its position
+        latest[key] = row
+    return list(latest.values()), seen - len(latest)
+
+
+def _resolve_columns(rows: Sequence[Mapping], columns: Sequence[str] | None) -> list[str]:
+    if columns is not None:
+        return list(columns)
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return list(names)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value) -> str:
+    """One field in COPY's text format (``\\N`` is NULL)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float | decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str).translate(_COPY_ESCAPES)
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def copy_rows_text(rows: Sequence[Mapping], columns: Sequence[str]) -> io.StringIO:
+    """Serialise rows for ``COPY ... FROM STDIN`` (text format)."""
+    buf = io.StringIO()
+    write = buf.write
+    for row in rows:
+        get = row.get
+        write("\t".join([_copy_text(get(c)) for c in columns]))
+        write("\n")
+    buf.seek(0)
+    return buf
+
+
+def copy_into(
+    conn: sa.Connection, table: str, rows: Sequence[Mapping], columns: Sequence[str]
+) -> None:
+    """Plain COPY of rows into ``table`` (already quoted/qualified) through the DBAPI cursor."""
+    col_sql = ", ".join(quote_ident(c) for c in columns)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table} ({col_sql}) FROM STDIN", copy_rows_text(rows, columns))
+    finally:
+        cursor.close()
+
+
+def _pg_upsert(
+    conn: sa.Connection,
+    table: str,
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    update_columns: Sequence[str],
+) -> tuple[int, int]:
+    target = ".".join(quote_ident(p) for p in table.split(".")) if '"' not in table else table
+    staging = quote_ident(f"_stage_{uuid.uuid4().hex[:12]}")
+    cols = ", ".join(quote_ident(c) for c in columns)
+    keys = ", ".join(quote_ident(c) for c in key_columns)
+    # LIKE copies column types, so COPY parses values exactly as the target would.
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {staging} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP"
+    )
+    copy_into(conn, staging, rows, columns)
+    if update_columns:
+        sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns)
+        old = ", ".join(f"t.{quote_ident(c)}" for c in update_columns)
+        new = ", ".join(f"EXCLUDED.{quote_ident(c)}" for c in update_columns)
+        # ROW(...) keeps a single column comparable as a row too.
+        conflict = f"DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
+    else:
+        conflict = "DO NOTHING"
+    # xmax = 0 only on a freshly inserted row version: that splits inserts from updates.
+    result = conn.exec_driver_sql(
+        f"WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {staging} "
+        f"ON CONFLICT ({keys}) {conflict} RETURNING (t.xmax = 0) AS fresh) "
+        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM merged"
+    ).one()
+    conn.exec_driver_sql(f"DROP TABLE {staging}")
+    return int(result[0]), int(result[1])
+
+
+# --- MySQL / MariaDB ----------------------------------------------------------------------
+
+FOUND_ROWS_FLAG = 2  # pymysql.constants.CLIENT.FOUND_ROWS
+
+
+def _mq(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _mysql_value(value):
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def _mysql_upsert(
+    conn: sa.Connection,
+    table: str,
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    update_columns: Sequence[str],
+    batch_size: int,
+) -> tuple[int, int]:
+    target = ".".join(_mq(p) for p in table.split("."))
+    cols = ", ".join(_mq(c) for c in columns)
+    row_ph = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    if update_columns:
+        dup = ", ".join(f"{_mq(c)} = VALUES({_mq(c)})" for c in update_columns)
+    else:
+        dup = f"{_mq(key_columns[0])} = {_mq(key_columns[0])}"  # insert-or-ignore, counted
+    key_tuple = "(" + ", ".join(_mq(k) for k in key_columns) + ")"
+    key_ph = "(" + ", ".join(["%s"] * len(key_columns)) + ")"
+    dbapi = conn.connection.dbapi_connection
+    found_rows = bool(getattr(dbapi, "client_flag", 0) & FOUND_ROWS_FLAG)
+    inserted = updated = 0
+    cursor = dbapi.cursor()
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            keys = [tuple(r[k] for k in key_columns) for r in chunk]
+            cursor.execute(
+                f"SELECT COUNT(*) FROM {target} WHERE {key_tuple} IN ({', '.join([key_ph] * len(keys))})",
+                [v for key in keys for v in key],
+            )
+            existing = int(cursor.fetchone()[0])
+            params = [_mysql_value(r.get(c)) for r in chunk for c in columns]
+            affected = cursor.execute(
+                f"INSERT INTO {target} ({cols}) VALUES {', '.join([row_ph] * len(chunk))} "
+                f"ON DUPLICATE KEY UPDATE {dup}",
+                params,
+            )
+            fresh = len(chunk) - existing
+            if found_rows:
+                # insert 1, changed 2, unchanged 1 (found) -> affected = len(chunk) + changed
+                changed = affected - len(chunk)
+            else:
+                # insert 1, changed 2, unchanged 0
+                changed = (affected - fresh) // 2
+            inserted += fresh
+            updated += max(changed, 0)
+    finally:
+        cursor.close()
+    return inserted, updated
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def bulk_upsert(
+    conn: sa.Connection,
+    table: str,
+    rows: Iterable[Mapping],
+    key_columns: Sequence[str],
+    *,
+    columns: Sequence[str] | None = None,
+    update_columns: Sequence[str] | None = None,
+    batch_size: int = 1000,
+) -> UpsertResult:
+    """Insert new rows and update changed ones of ``table`` inside the caller's transaction.
+
+    ``table`` is a plain or ``schema.table`` name (quoted here). ``columns`` defaults to the
+    union of the rows' keys; ``update_columns`` defaults to every non-key column. Columns a
+    row lacks are written as NULL. Nothing is committed here: the caller's transaction
+    decides, so data and checkpoints can commit together.
+    """
+    unique_rows, duplicates = _dedupe(rows, key_columns)
+    result = UpsertResult(duplicates_in_input=duplicates)
+    if not unique_rows:
+        return result
+    cols = _resolve_columns(unique_rows, columns)
+    missing_keys = [k for k in key_columns if k not in cols]
+    if missing_keys:
+        raise ValueError(f"key columns {missing_keys} are not among the upserted columns")
+    updates = (
+        list(update_columns)
+        if update_columns is not None
+        else [c for c in cols if c not in key_columns]
+    )
+    dialect = conn.dialect.name
+    try:
+        if dialect == "postgresql":
+            inserted, updated = _pg_upsert(conn, table, unique_rows, cols, key_columns, updates)
+        elif dialect in ("mysql", "mariadb"):
+            inserted, updated = _mysql_upsert(
+                conn, table, unique_rows, cols, key_columns, updates, batch_size
+            )
+        else:
+            raise NotImplementedError(f"bulk_upsert does not support {dialect}")
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # The raw driver is used for COPY and multi-row inserts; give callers one error type.
+        # The caller's transaction is now aborted, so nothing of the batch stays.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UpsertError(
+            f"bulk upsert of {len(unique_rows)} rows into {table} failed: {first_line}"
+        ) from exc
+    result.inserted, result.updated = inserted, updated
+    result.unchanged = len(unique_rows) - inserted - updated
+    return result
