@@ -27,12 +27,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return a SQLAlchemy URL for database ``postgres``."""
+        # platformdirs (used by pgserver) warns on every call when XDG_RUNTIME_DIR is unset.
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.folder.parent))
         try:
-            import pgserver  # noqa: PLC0415 - optional dependency, only the sandbox needs it
+            import pgserver  # optional dependency: only the sandbox and tests need it
         except ImportError as exc:
             raise RuntimeError(EMBEDDED_HINT) from exc
-        # platformdirs warns on every call when XDG_RUNTIME_DIR is unset (containers, CI).
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.folder.parent))
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(
             self.folder, cleanup_mode=None if self.keep_running else "stop"

@@ -1,0 +1,43 @@
+# Two commands for a fresh machine with Python >= 3.11 and make:
+#   make demo   - creates .venv, installs, runs the demo and serves the Dagster UI
+#   make test   - creates .venv, installs, runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo demo-no-ui test bench lint sandbox migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project's dependencies change.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sync-pipelines demo
+
+demo-no-ui: $(STAMP)
+	$(BIN)/sync-pipelines demo --no-ui
+
+sandbox: $(STAMP)
+	$(BIN)/sync-pipelines sandbox
+
+migrate: $(STAMP)
+	$(BIN)/sync-pipelines migrate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.bench_upsert
+
+lint: $(STAMP)
+	$(BIN)/ruff check sync_pipelines sync_pipelines_tests bench
+	$(BIN)/ruff format --check sync_pipelines sync_pipelines_tests bench
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache

@@ -1,0 +1,148 @@
+"""``sync-pipelines``: the project's command line (sandbox, demo, migrate, pools).
+
+Dagster's own CLI (``dagster asset materialize``, ``dagster job backfill``, ``dagster dev``)
+runs the syncs; this one sets up what those need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _load_env_file(path: str | None) -> None:
+    """Read ``export KEY=value`` lines (as .sandbox/env has them); set variables not yet set."""
+    if not path:
+        return
+    file = Path(path)
+    if not file.exists():
+        raise SystemExit(
+            f"env file {file} not found (run `sync-pipelines sandbox` to create .sandbox/env)"
+        )
+    for raw in file.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, _, value = line.partition("=")
+        parts = shlex.split(value) if value else [""]
+        os.environ.setdefault(key.strip(), parts[0] if parts else "")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .lib.db import ROLES, DatabaseConfigError, database_for_role
+    from .lib.migrations import MigrationError, migrate, migration_roles
+
+    roles = [args.role] if args.role else [r for r in migration_roles() if r in ROLES]
+    status = 0
+    for role in roles:
+        try:
+            db = database_for_role(role)
+        except DatabaseConfigError as exc:
+            print(f"{role}: skipped: {exc}", file=sys.stderr)
+            status = status or (2 if args.role else 0)
+            continue
+        try:
+            report = migrate(db, role)
+        except MigrationError as exc:
+            print(f"{role}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        finally:
+            db.dispose()
+        applied = ", ".join(report.applied) or "nothing new"
+        print(f"{db.describe()}: {applied} ({len(report.already_applied)} already applied)")
+    return status
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from .pools import POOL_LIMITS
+    from .sandbox.demo import set_pool_limits
+
+    set_pool_limits(DagsterInstance.get())
+    for pool, limit in POOL_LIMITS.items():
+        print(f"pool {pool}: {limit}")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.demo import apply_migrations
+    from .sandbox.runner import Sandbox
+
+    sandbox = Sandbox()
+    env = sandbox.start()
+    os.environ.update(env)
+    try:
+        apply_migrations(lambda msg: None)
+        print("sandbox running:")
+        for line in sandbox.describe():
+            print(f"  {line}")
+        print("point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping the sandbox")
+        return 0
+    finally:
+        sandbox.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .sandbox.demo import run_demo
+
+    return run_demo(ui=not args.no_ui, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync-pipelines", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--env-file", help="read variables from this file first (e.g. .sandbox/env)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "migrate", help="apply pending sql/<role>/ migrations to every configured database"
+    )
+    p.add_argument(
+        "--role", help="only this role (tiny, detran, hubsoft, tabuladormax, whatsapp, control)"
+    )
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "pools", help="set the Dagster concurrency pool limits on the instance (DAGSTER_HOME)"
+    )
+    p.set_defaults(func=cmd_pools)
+
+    p = sub.add_parser(
+        "sandbox", help="start the embedded database and every simulator until Ctrl-C"
+    )
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser(
+        "demo", help="sandbox + migrations + every asset once + summary, then the UI"
+    )
+    p.add_argument(
+        "--no-ui", action="store_true", help="exit after the summary instead of serving the UI"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _load_env_file(args.env_file)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""DETRAN-SP examiner agenda (e-CNHsp portal) → PostgreSQL."""

@@ -1,0 +1,1 @@
+"""HubSoft tickets: health, offline-ticket recovery, status sync, admin notifications."""

@@ -1,0 +1,1 @@
+"""Local tenant sync: main WhatsApp database → each tenant's MySQL/MariaDB."""

@@ -1,0 +1,1 @@
+"""Cross-source Dagster pieces: schema migrations, health, run-failure alerts."""

@@ -1,0 +1,69 @@
+"""Operations assets: the databases' schema, applied from sql/ by the migrations runner.
+
+Materializing ``database_schema`` is the UI's way to run ``sync-pipelines migrate``: it
+applies every pending file of every role and shows what was applied where.
+"""
+
+from dagster import (
+    AssetExecutionContext,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ..lib.db import ROLES, DatabaseConfigError, database_for_role
+from ..lib.migrations import migrate, migration_roles
+
+
+@asset(
+    group_name="operations",
+    pool="migrations",
+    kinds={"postgres", "sql"},
+    owners=["team:data-platform"],
+    description=(
+        "Every table the syncs own, created and evolved by the versioned files in sql/<role>/. "
+        "Materialize to apply pending migrations to every configured role database."
+    ),
+)
+def database_schema(context: AssetExecutionContext) -> MaterializeResult:
+    rows = []
+    applied_total = 0
+    skipped = []
+    for role in migration_roles():
+        if role not in ROLES:
+            continue  # per-tenant DDL (local sync) is applied by that sync for each tenant
+        try:
+            db = database_for_role(role)
+        except DatabaseConfigError as exc:
+            skipped.append(role)
+            context.log.warning(str(exc))
+            continue
+        try:
+            report = migrate(db, role)
+        finally:
+            db.dispose()
+        applied_total += len(report.applied)
+        context.log.info(
+            f"{db.describe()}: applied {len(report.applied)}, already applied {len(report.already_applied)}"
+        )
+        rows.append(
+            f"| {role} | {db.schema or '-'} | {len(report.applied)} | "
+            f"{len(report.applied) + len(report.already_applied)} | "
+            f"{', '.join(report.applied) or '-'} |"
+        )
+    table = (
+        "| role | schema | applied now | total | files applied now |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
+    return MaterializeResult(
+        metadata={
+            "migrations_applied": MetadataValue.int(applied_total),
+            "roles_migrated": MetadataValue.int(len(rows)),
+            "roles_not_configured": MetadataValue.text(", ".join(skipped) or "none"),
+            "migrations": MetadataValue.md(table),
+        }
+    )
+
+
+defs = Definitions(assets=[database_schema])

@@ -1,0 +1,168 @@
+"""The demo: sandbox up, schema migrated, every asset materialized once, a summary printed.
+
+Runs go through the real Dagster instance of ``.sandbox/dagster_home`` (PostgreSQL storage,
+the project's dagster.yaml), so everything the demo did is visible in the UI afterwards.
+Partitioned assets materialize the small representative set of partitions each source lists
+in ``DEMO_PARTITIONS``; an asset without an entry gets its latest partition.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+
+import sqlalchemy as sa
+
+from ..lib.db import ROLES, database_for_role
+from ..lib.migrations import migrate, migration_roles
+from ..pools import POOL_LIMITS
+from .runner import PROJECT_ROOT, Sandbox
+
+# asset key ("group/name" path joined by "/") -> partition keys the demo materializes.
+DEMO_PARTITIONS: dict[str, list[str]] = {}
+
+# Step-level DEBUG events stay in the run's log in the UI; the terminal shows INFO and up.
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def apply_migrations(log=print) -> None:
+    for role in migration_roles():
+        if role not in ROLES:
+            continue
+        db = database_for_role(role)
+        try:
+            report = migrate(db, role)
+        finally:
+            db.dispose()
+        log(
+            f"  {role:<14} {len(report.applied)} applied, {len(report.already_applied)} already there"
+        )
+
+
+def set_pool_limits(instance) -> None:
+    for pool, limit in POOL_LIMITS.items():
+        instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+
+def _materialization_plan(defs) -> list[tuple[list, str | None]]:
+    """(asset keys, partition key) pairs: unpartitioned assets first, then each partition."""
+    graph = defs.resolve_asset_graph()
+    plan: list[tuple[list, str | None]] = []
+    unpartitioned = sorted(graph.unpartitioned_asset_keys, key=lambda k: k.to_user_string())
+    unpartitioned = [k for k in unpartitioned if graph.get(k).is_materializable]
+    if unpartitioned:
+        plan.append((unpartitioned, None))
+    by_partition: dict[str, list] = defaultdict(list)
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        if node.partitions_def is None:
+            continue
+        keys = DEMO_PARTITIONS.get(key.to_user_string())
+        if keys is None:
+            existing = node.partitions_def.get_partition_keys()
+            keys = existing[-1:] if existing else []
+        for pk in keys:
+            by_partition[pk].append(key)
+    for pk in sorted(by_partition):
+        plan.append((by_partition[pk], pk))
+    return plan
+
+
+def materialize_everything(defs, instance, log=print) -> Counter:
+    outcomes: Counter = Counter()
+    for keys, partition in _materialization_plan(defs):
+        job = defs.resolve_implicit_job_def_def_for_assets(keys)
+        label = f"{len(keys)} asset(s)" + (f", partition {partition}" if partition else "")
+        result = job.execute_in_process(
+            run_config=QUIET_RUN,
+            instance=instance,
+            asset_selection=keys,
+            partition_key=partition,
+            raise_on_error=False,
+        )
+        outcomes["success" if result.success else "failure"] += 1
+        log(f"  run {result.run_id[:8]} {label}: {'ok' if result.success else 'FAILED'}")
+    return outcomes
+
+
+def summary_lines(instance) -> list[str]:
+    lines = ["rows per table:"]
+    for role in ROLES:
+        try:
+            db = database_for_role(role)
+        except Exception:  # noqa: BLE001 - an unconfigured role is simply not shown
+            continue
+        try:
+            with db.connect() as conn:
+                tables = sa.inspect(conn).get_table_names(schema=db.schema)
+                for table in sorted(tables):
+                    count = conn.execute(
+                        sa.text(f"SELECT count(*) FROM {db.table(table)}")
+                    ).scalar()
+                    marker = (
+                        "  <- failures" if any(w in table for w in ("failure", "error")) else ""
+                    )
+                    lines.append(f"  {role}.{table:<32} {count:>8}{marker}")
+        finally:
+            db.dispose()
+    statuses = Counter(run.status.value for run in instance.get_runs())
+    lines.append(
+        "dagster runs: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))
+    )
+    return lines
+
+
+def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
+    from dagster import DagsterInstance
+
+    from ..definitions import defs
+
+    sandbox = Sandbox()
+    print("starting the sandbox…")
+    env = sandbox.start()
+    os.environ.update(env)
+    try:
+        for line in sandbox.describe():
+            print(f"  {line}")
+        print("applying migrations…")
+        apply_migrations(lambda msg: print(msg))
+        instance = DagsterInstance.get()
+        set_pool_limits(instance)
+        print("materializing every asset once…")
+        outcomes = materialize_everything(defs, instance)
+        print()
+        for line in summary_lines(instance):
+            print(line)
+        failed = outcomes["failure"]
+        print(f"\ndemo: {outcomes['success']} run(s) succeeded, {failed} failed")
+        if failed:
+            print("open the UI (make demo) and look at the failed runs' logs for the reason.")
+        if not ui:
+            return 1 if failed else 0
+        print(f"\nDagster UI on http://{host}:{port} (webserver + daemon; Ctrl-C stops everything)")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                host,
+                "-p",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
+            env={**os.environ},
+        )
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=30)
+            return 0
+    finally:
+        sandbox.stop()

@@ -1,0 +1,1 @@
+"""TabuladorMax → Gestão Scouter lead export over PostgREST."""

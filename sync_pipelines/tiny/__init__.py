@@ -1,0 +1,1 @@
+"""Tiny ERP service orders → PostgreSQL (issue: Tiny historical load and incremental sync)."""
