@@ -47,3 +47,34 @@ def test_env_file_is_read(pg_url, tmp_path):
         env_file.write_text(f"# comment\nexport SYNC_DATABASE_URL='{url}'\n")
         result = _cli("--env-file", str(env_file), "migrate", "--role", "control", env={})
         assert result.returncode == 0, result.stderr
+
+
+def test_sandbox_runs_until_interrupted_and_writes_its_env_file(pg_url, tmp_path):
+    import signal
+    import time
+
+    with scratch_database(pg_url) as url:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "DAGSTER_"))}
+        env = {**clean, "SYNC_DATABASE_URL": url, "SYNC_SANDBOX_DIR": str(tmp_path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync_pipelines.cli", "sandbox"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "env").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert (tmp_path / "env").exists(), "the sandbox wrote no env file"
+            time.sleep(1)
+            assert proc.poll() is None, "the sandbox exited on its own"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err
+        assert "sandbox running" in out and "source .sandbox/env" in out
+        assert f"export SYNC_DATABASE_URL={url}" in (tmp_path / "env").read_text().replace("'", "")
