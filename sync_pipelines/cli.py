@@ -73,7 +73,9 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.demo import apply_migrations
+    from dagster import DagsterInstance
+
+    from .sandbox.demo import apply_migrations, prepare_sources, set_pool_limits
     from .sandbox.runner import Sandbox
 
     sandbox = Sandbox()
@@ -81,10 +83,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     os.environ.update(env)
     try:
         apply_migrations(lambda msg: None)
+        with DagsterInstance.get() as instance:
+            set_pool_limits(instance)
+            prepare_sources(env, instance, log=lambda msg: None)
         print("sandbox running:")
         for line in sandbox.describe():
             print(f"  {line}")
-        print("point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)")
+        print("point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(3600)

@@ -3,7 +3,7 @@
 Runs go through the real Dagster instance of ``.sandbox/dagster_home`` (PostgreSQL storage,
 the project's dagster.yaml), so everything the demo did is visible in the UI afterwards.
 Partitioned assets materialize the small representative set of partitions each source lists
-in ``DEMO_PARTITIONS``; an asset without an entry gets its latest partition.
+in its ``SandboxPart.demo_partitions``; an asset without an entry gets its latest partition.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import sqlalchemy as sa
 from ..lib.db import ROLES, database_for_role
 from ..lib.migrations import migrate, migration_roles
 from ..pools import POOL_LIMITS
+from .parts import PARTS
 from .runner import PROJECT_ROOT, Sandbox
-
-# asset key ("group/name" path joined by "/") -> partition keys the demo materializes.
-DEMO_PARTITIONS: dict[str, list[str]] = {}
 
 # Step-level DEBUG events stay in the run's log in the UI; the terminal shows INFO and up.
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -46,7 +44,25 @@ def set_pool_limits(instance) -> None:
         instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
-def _materialization_plan(defs) -> list[tuple[list, str | None]]:
+def prepare_sources(env, instance, log=print) -> None:
+    """Seed every source's sandbox data and register its dynamic partitions."""
+    for part in PARTS:
+        if part.prepare is not None:
+            part.prepare(env)
+        if part.dynamic_partitions is not None:
+            for name, keys in part.dynamic_partitions(env).items():
+                instance.add_dynamic_partitions(name, keys)
+                log(f"  {part.name}: partitions {name} = {', '.join(keys)}")
+
+
+def _demo_partitions() -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for part in PARTS:
+        merged.update(part.demo_partitions)
+    return merged
+
+
+def _materialization_plan(defs, instance) -> list[tuple[list, str | None]]:
     """(asset keys, partition key) pairs: unpartitioned assets first, then each partition."""
     graph = defs.resolve_asset_graph()
     plan: list[tuple[list, str | None]] = []
@@ -55,13 +71,14 @@ def _materialization_plan(defs) -> list[tuple[list, str | None]]:
     if unpartitioned:
         plan.append((unpartitioned, None))
     by_partition: dict[str, list] = defaultdict(list)
+    wanted = _demo_partitions()
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
         if node.partitions_def is None:
             continue
-        keys = DEMO_PARTITIONS.get(key.to_user_string())
+        keys = wanted.get(key.to_user_string())
         if keys is None:
-            existing = node.partitions_def.get_partition_keys()
+            existing = node.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
             keys = existing[-1:] if existing else []
         for pk in keys:
             by_partition[pk].append(key)
@@ -72,7 +89,7 @@ def _materialization_plan(defs) -> list[tuple[list, str | None]]:
 
 def materialize_everything(defs, instance, log=print) -> Counter:
     outcomes: Counter = Counter()
-    for keys, partition in _materialization_plan(defs):
+    for keys, partition in _materialization_plan(defs, instance):
         job = defs.resolve_implicit_job_def_def_for_assets(keys)
         label = f"{len(keys)} asset(s)" + (f", partition {partition}" if partition else "")
         result = job.execute_in_process(
@@ -130,6 +147,8 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
         apply_migrations(lambda msg: print(msg))
         instance = DagsterInstance.get()
         set_pool_limits(instance)
+        print("preparing source data…")
+        prepare_sources(env, instance)
         print("materializing every asset once…")
         outcomes = materialize_everything(defs, instance)
         print()

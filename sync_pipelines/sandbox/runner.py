@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from ..lib.db import normalize_url
 from .embedded_pg import EmbeddedPostgres
-from .simulators import SIMULATORS
+from .parts import PARTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_SEED = 20241105
@@ -49,11 +49,13 @@ class Sandbox:
             "DAGSTER_POSTGRES_URL": sa_url,
             "DAGSTER_HOME": str(self._dagster_home()),
         }
-        for spec in SIMULATORS:
-            sim = spec.factory(self.seed)
-            base_url = sim.start()
-            self._simulators.append(sim)
-            env.update(spec.env(base_url))
+        for part in PARTS:
+            base_url = ""
+            if part.simulator is not None:
+                sim = part.simulator(self.seed)
+                base_url = sim.start()
+                self._simulators.append(sim)
+            env.update(part.env(base_url))
         self.env = env
         self._write_env_file()
         return env
@@ -75,7 +77,7 @@ class Sandbox:
     def describe(self) -> list[str]:
         db = make_url(self.env["SYNC_DATABASE_URL"]).render_as_string(hide_password=True)
         lines = [f"database: {db}" + (" (embedded, .sandbox/pg)" if self._pg else "")]
-        lines += [f"{spec.name}: simulator running" for spec in SIMULATORS]
+        lines += [f"{sim.name} simulator: {sim.base_url}" for sim in self._simulators]
         lines.append(f"environment: {self.root / 'env'}")
         return lines
 

@@ -1,20 +1,27 @@
-"""The registry of simulators the sandbox starts, and the variables that point clients at them.
+"""What each source brings to the sandbox: its simulator, its environment, its demo data.
 
-Each source issue adds its simulator here: a factory building it from the sandbox seed, and
-a function giving the environment (base URL and sandbox credentials) its client reads.
+Each source defines one ``SandboxPart`` in its own module under ``sandbox/`` and lists it in
+``sandbox/parts.py``; the sandbox runner and the demo pick it up from there. Nothing here
+is imported by production code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class SimulatorSpec:
+class SandboxPart:
     name: str
-    factory: Callable[[int], object]  # seed -> a harness Simulator (not started)
-    env: Callable[[str], dict[str, str]]  # base URL -> variables for the clients
-
-
-SIMULATORS: list[SimulatorSpec] = []
+    # seed -> a harness Simulator, not started yet (None: the source needs no HTTP service)
+    simulator: Callable[[int], object] | None = None
+    # base URL of the started simulator (or "" without one) -> variables the clients read
+    env: Callable[[str], dict[str, str]] = lambda base_url: {}
+    # after migrations, with the sandbox environment applied: create and seed source data
+    # (e.g. a source database the sync reads from). Must be idempotent: the demo reruns it.
+    prepare: Callable[[Mapping[str, str]], None] | None = None
+    # dynamic partitions definition name -> keys the demo registers before materializing
+    dynamic_partitions: Callable[[Mapping[str, str]], dict[str, list[str]]] | None = None
+    # asset key (user string, e.g. "tiny/service_orders") -> partition keys the demo runs
+    demo_partitions: dict[str, list[str]] = field(default_factory=dict)
