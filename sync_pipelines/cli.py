@@ -89,7 +89,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print("sandbox running:")
         for line in sandbox.describe():
             print(f"  {line}")
-        print("point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)", flush=True)
+        print(
+            "point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(3600)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from .lib.db import Database, database_for_role
+from .lib.db import Database, database_for_role, tenant_database
 
 
 class DatabaseResource(ConfigurableResource):
@@ -37,7 +37,22 @@ class DatabaseResource(ConfigurableResource):
         return self._db
 
 
-def database_resources() -> dict[str, DatabaseResource]:
+class TenantDatabasesResource(ConfigurableResource):
+    """Each tenant instance's own database, from ``LOCAL_SYNC_TENANT_URL_TEMPLATE``.
+
+    ``database(instance)`` opens an engine for one tenant; callers dispose it when done so a
+    run over many tenants never holds a pool per tenant at once.
+    """
+
+    def database(self, instance: str) -> Database:
+        return tenant_database(instance)
+
+
+def database_resources() -> dict[str, ConfigurableResource]:
     """The resource keys every source uses: ``<role>_db``."""
     roles = ("control", "tiny", "detran", "hubsoft", "tabuladormax", "whatsapp")
-    return {f"{role}_db": DatabaseResource(role=role) for role in roles}
+    resources: dict[str, ConfigurableResource] = {
+        f"{role}_db": DatabaseResource(role=role) for role in roles
+    }
+    resources["tenant_dbs"] = TenantDatabasesResource()
+    return resources

@@ -9,6 +9,7 @@ can hold every role side by side (the sandbox and the tests do exactly that).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,3 +164,35 @@ def role_settings(role: str, env: Mapping[str, str] | None = None) -> tuple[str,
 def database_for_role(role: str, env: Mapping[str, str] | None = None, **kwargs) -> Database:
     url, schema = role_settings(role, env)
     return create_database(role, url, schema, **kwargs)
+
+
+TENANT_TEMPLATE_VAR = "LOCAL_SYNC_TENANT_URL_TEMPLATE"
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def tenant_url(template: str, instance: str) -> URL:
+    """A tenant's database URL from a template such as ``mysql+pymysql://u:p@host/{instance}``.
+
+    The instance name comes from data (the main database), so it is checked before it
+    becomes part of a URL: letters, digits, ``_`` and ``-`` only.
+    """
+    if not _TENANT_NAME.match(instance or ""):
+        raise DatabaseConfigError(
+            f"tenant instance name {instance!r} is not usable in a database URL "
+            "(letters, digits, '_' and '-' only, at most 64)"
+        )
+    if "{instance}" not in template:
+        raise DatabaseConfigError(f"{TENANT_TEMPLATE_VAR} must contain '{{instance}}'")
+    return normalize_url(template.replace("{instance}", instance))
+
+
+def tenant_database(instance: str, template: str | None = None, **kwargs) -> Database:
+    """The database of one tenant instance (role ``tenant:<instance>``), from the template."""
+    template = template or os.environ.get(TENANT_TEMPLATE_VAR, "").strip()
+    if not template:
+        raise DatabaseConfigError(
+            f"no tenant databases configured: set {TENANT_TEMPLATE_VAR} "
+            "(e.g. mysql+pymysql://user:pw@host:3306/{instance})"
+        )
+    kwargs.setdefault("pool_size", 2)
+    return create_database(f"tenant:{instance}", tenant_url(template, instance), **kwargs)
