@@ -2,26 +2,26 @@
 
 Each source keeps its whole Dagster story in its own ``defs.py``; this file only lists them,
 so a newcomer sees every sync in one place (and ``dagster dev`` / ``workspace.yaml`` load it).
+The sources are imported as modules so that ``defs`` is the only Definitions object at module
+scope: ``dagster ... -m sync_pipelines.definitions`` then needs no ``-a``.
 """
-
-from __future__ import annotations
 
 from dagster import Definitions
 
-from .detran.defs import defs as detran_defs
-from .hubsoft.defs import defs as hubsoft_defs
-from .local_sync.defs import defs as local_sync_defs
-from .operations.defs import defs as operations_defs
+from .detran import defs as detran
+from .hubsoft import defs as hubsoft
+from .local_sync import defs as local_sync
+from .operations import defs as operations
 from .resources import database_resources
-from .scouter.defs import defs as scouter_defs
-from .tiny.defs import defs as tiny_defs
+from .scouter import defs as scouter
+from .tiny import defs as tiny
 
 defs = Definitions.merge(
-    operations_defs,
-    tiny_defs,
-    detran_defs,
-    hubsoft_defs,
-    scouter_defs,
-    local_sync_defs,
+    operations.defs,
+    tiny.defs,
+    detran.defs,
+    hubsoft.defs,
+    scouter.defs,
+    local_sync.defs,
     Definitions(resources=database_resources()),
 )

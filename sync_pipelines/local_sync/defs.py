@@ -1,10 +1,218 @@
-"""The Dagster layer of this source: assets, checks, jobs, schedules, sensors.
+"""The Dagster layer of the local tenant sync: one dynamic partition per tenant instance.
 
-Nothing is defined yet: the source's own issue builds its client.py and sync.py and wires
-them here. The empty Definitions keeps the project's shape (one folder per source, merged in
-sync_pipelines/definitions.py) visible from the start.
+- ``local_sync/wpp_contacts``, ``local_sync/wpp_contact_sectors``, ``local_sync/wpp_chats``:
+  one multi-asset step per tenant (one connection pool to that tenant, opened and disposed in
+  the step), incremental by default, a full reconcile with ``full_reconcile: true``.
+- ``local_sync_new_tenants`` (sensor): adds every instance of the main database whose tenant
+  database is configured and reachable as a partition and requests its first (full) sync;
+  the others are named in the tick's skip reason and log.
+- ``local_sync_every_6_hours`` (schedule): a full reconcile of every tenant partition.
+Both start RUNNING: the point of this sync is that every tenant stays in step without anyone
+wiring a cron, and new tenants appear over time (the sensor is what makes them partitions).
 """
 
-from dagster import Definitions
+from collections.abc import Iterator
 
-defs = Definitions()
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    AssetSpec,
+    Config,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    multi_asset,
+    schedule,
+    sensor,
+)
+from pydantic import Field
+
+from ..lib.locks import AdvisoryLock
+from ..resources import DatabaseResource
+from . import source
+from .sync import TABLES, SyncSettings, TableResult, sync_tenant
+from .tenants import TenantDirectory, scan_tenants
+
+GROUP = "local_sync"
+tenant_partitions = DynamicPartitionsDefinition(name="local_sync_tenants")
+
+DESCRIPTIONS = {
+    "wpp_contacts": (
+        "The instance's contacts in its own tenant database (soft-deleted ones kept with "
+        "is_deleted=1). Text the tenant's charset cannot hold is stored with the closest "
+        "characters and counted (text_replaced_rows)."
+    ),
+    "wpp_contact_sectors": (
+        "The instance's contact-sector links, kept as exactly the main database's set: "
+        "removed links deleted and new ones inserted in one transaction."
+    ),
+    "wpp_chats": (
+        "The instance's chats, DATETIMEs in LOCAL_SYNC_TIMEZONE. Works with the current "
+        "wpp_chats (id = main id) and the older shape (AUTO_INCREMENT id + original_id)."
+    ),
+}
+SPECS = [
+    AssetSpec(
+        key=AssetKey([GROUP, table]),
+        group_name=GROUP,
+        description=DESCRIPTIONS[table],
+        kinds={"mysql"},
+        partitions_def=tenant_partitions,
+        deps=[] if table == "wpp_contacts" else [AssetKey([GROUP, "wpp_contacts"])],
+        owners=["team:data-platform"],
+    )
+    for table in TABLES
+]
+FULL_RECONCILE = {"ops": {"local_sync_tenant": {"config": {"full_reconcile": True}}}}
+
+
+class LocalSyncConfig(Config):
+    full_reconcile: bool = Field(
+        default=False,
+        description=(
+            "Compare every source row with the tenant (finds rows missing or different in the "
+            "tenant). Off: only rows changed since the tenant's last successful sync."
+        ),
+    )
+
+
+def _metadata(result: TableResult) -> dict:
+    data = {
+        k: MetadataValue.int(v) if isinstance(v, int) else v for k, v in result.metadata().items()
+    }
+    data["duration_s"] = MetadataValue.float(result.duration_s)
+    preview = "| measure | value |\n|---|---|\n" + "\n".join(
+        f"| {k} | {v} |" for k, v in result.metadata().items()
+    )
+    data["summary"] = MetadataValue.md(preview)
+    return data
+
+
+@multi_asset(
+    name="local_sync_tenant",
+    specs=SPECS,
+    can_subset=True,
+    pool="tenant_databases",
+    description="One tenant's replica tables, synced from the main WhatsApp database.",
+)
+def local_sync_tenant(
+    context: AssetExecutionContext,
+    config: LocalSyncConfig,
+    whatsapp_db: DatabaseResource,
+    control_db: DatabaseResource,
+) -> Iterator[MaterializeResult]:
+    instance = context.partition_key
+    tables = [t for t in TABLES if AssetKey([GROUP, t]) in context.selected_asset_keys]
+    directory = TenantDirectory.from_env(whatsapp_db.db)
+    target = directory.target(instance)
+    context.log.info(
+        f"{target.describe()}; tables {', '.join(tables)}; "
+        f"{'full reconcile' if config.full_reconcile else 'incremental'}"
+    )
+    tenant_db = target.open()
+    try:
+        # One sync of a tenant at a time (the schedule and a UI launch may overlap).
+        with AdvisoryLock(control_db.db, f"local_sync:{instance}", holder_hint="(local sync)"):
+            outcome = sync_tenant(
+                whatsapp_db.db,
+                tenant_db,
+                control_db.db,
+                instance,
+                tables=tables,
+                full=config.full_reconcile,
+                settings=SyncSettings.from_env(),
+                on_table=lambda r: context.log.info(
+                    f"{r.table}: {r.source_rows} source rows, {r.upsert.inserted} inserted, "
+                    f"{r.upsert.updated} updated, {r.deleted} deleted ({r.mode}, {r.duration_s:.1f}s)"
+                ),
+            )
+    finally:
+        tenant_db.dispose()
+    if outcome.migrations_applied:
+        context.log.info(f"tenant tables created: {', '.join(outcome.migrations_applied)}")
+    for table in tables:
+        yield MaterializeResult(
+            asset_key=AssetKey([GROUP, table]), metadata=_metadata(outcome.tables[table])
+        )
+
+
+local_sync_job = define_asset_job(
+    "local_sync_job",
+    selection=AssetSelection.groups(GROUP),
+    description="Sync one tenant's contacts, contact sectors and chats.",
+)
+
+
+@schedule(
+    job=local_sync_job,
+    cron_schedule="0 */6 * * *",
+    execution_timezone="America/Sao_Paulo",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Full reconcile of every tenant every 6 hours (repairs any drift).",
+)
+def local_sync_every_6_hours(context: ScheduleEvaluationContext):
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    if not tenants:
+        return SkipReason("no tenant partitions yet (the local_sync_new_tenants sensor adds them)")
+    stamp = context.scheduled_execution_time.isoformat()
+    return [
+        RunRequest(
+            run_key=f"{tenant}:{stamp}",
+            partition_key=tenant,
+            run_config=FULL_RECONCILE,
+            tags={"local_sync/mode": "full"},
+        )
+        for tenant in sorted(tenants)
+    ]
+
+
+@sensor(
+    job=local_sync_job,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Adds each instance of the main database with a reachable tenant database as a "
+        "partition and syncs it; reports instances without one."
+    ),
+)
+def local_sync_new_tenants(context: SensorEvaluationContext, whatsapp_db: DatabaseResource):
+    with whatsapp_db.db.connect() as conn:
+        instances = source.list_instances(conn)
+    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    scan = scan_tenants(
+        TenantDirectory.from_env(whatsapp_db.db), [i for i in instances if i not in known]
+    )
+    for instance, why in sorted(scan.unavailable.items()):
+        context.log.warning(f"instance {instance!r} has no usable tenant database: {why}")
+    unavailable = (
+        "; not synced (no usable tenant database): " + ", ".join(sorted(scan.unavailable))
+        if scan.unavailable
+        else ""
+    )
+    if not scan.ready:
+        return SkipReason(f"no new tenant among {len(instances)} instance(s){unavailable}")
+    return SensorResult(
+        run_requests=[
+            RunRequest(partition_key=i, run_config=FULL_RECONCILE, tags={"local_sync/mode": "full"})
+            for i in scan.ready
+        ],
+        dynamic_partitions_requests=[tenant_partitions.build_add_request(scan.ready)],
+    )
+
+
+defs = Definitions(
+    assets=[local_sync_tenant],
+    jobs=[local_sync_job],
+    schedules=[local_sync_every_6_hours],
+    sensors=[local_sync_new_tenants],
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .local_sync_data import LOCAL_SYNC_PART
 from .simulators import SandboxPart
 
-PARTS: list[SandboxPart] = []
+PARTS: list[SandboxPart] = [LOCAL_SYNC_PART]

@@ -56,6 +56,9 @@ class Sandbox:
                 base_url = sim.start()
                 self._simulators.append(sim)
             env.update(part.env(base_url))
+        for part in PARTS:
+            if part.env_from_sandbox is not None:
+                env.update(part.env_from_sandbox(env))
         self.env = env
         self._write_env_file()
         return env

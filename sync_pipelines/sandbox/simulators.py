@@ -18,6 +18,9 @@ class SandboxPart:
     simulator: Callable[[int], object] | None = None
     # base URL of the started simulator (or "" without one) -> variables the clients read
     env: Callable[[str], dict[str, str]] = lambda base_url: {}
+    # the sandbox's environment so far (database URL...) -> more variables (e.g. a template
+    # of tenant URLs on the sandbox database); applied after every part's ``env``
+    env_from_sandbox: Callable[[Mapping[str, str]], dict[str, str]] | None = None
     # after migrations, with the sandbox environment applied: create and seed source data
     # (e.g. a source database the sync reads from). Must be idempotent: the demo reruns it.
     prepare: Callable[[Mapping[str, str]], None] | None = None

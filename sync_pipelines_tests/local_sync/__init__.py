@@ -1,0 +1,1 @@
+"""Tests of the local tenant sync (main WhatsApp database -> tenant databases)."""
