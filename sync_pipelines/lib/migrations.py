@@ -143,17 +143,19 @@ def _ensure_ledger(db: Database, conn: sa.Connection) -> str:
         ledger = db.table(LEDGER)
         conn.execute(
             sa.text(
-                f"CREATE TABLE IF NOT EXISTS {ledger} (version text PRIMARY KEY, name text NOT NULL,"
-                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                f"CREATE TABLE IF NOT EXISTS {ledger} (role text NOT NULL, version text NOT NULL,"
+                " name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (role, version))"
             )
         )
     else:
         ledger = db.table(LEDGER)
         conn.execute(
             sa.text(
-                f"CREATE TABLE IF NOT EXISTS {ledger} (version VARCHAR(16) PRIMARY KEY,"
-                " name VARCHAR(255) NOT NULL, checksum CHAR(64) NOT NULL,"
-                " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+                f"CREATE TABLE IF NOT EXISTS {ledger} (role VARCHAR(64) NOT NULL,"
+                " version VARCHAR(16) NOT NULL, name VARCHAR(255) NOT NULL,"
+                " checksum CHAR(64) NOT NULL,"
+                " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (role, version))"
             )
         )
     return ledger
@@ -175,9 +177,13 @@ def migrate(db: Database, role: str | None = None, root: Path = SQL_ROOT) -> Mig
                 sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"migrate:{db.schema}"}
             )
         ledger = _ensure_ledger(db, conn)
+        # Keyed by role too: two roles may share one schema (e.g. one database, no schemas).
         done = {
             row.version: row
-            for row in conn.execute(sa.text(f"SELECT version, name, checksum FROM {ledger}"))
+            for row in conn.execute(
+                sa.text(f"SELECT version, name, checksum FROM {ledger} WHERE role = :r"),
+                {"r": role},
+            )
         }
         for mig in migrations:
             applied = done.get(mig.version)
@@ -202,8 +208,10 @@ def migrate(db: Database, role: str | None = None, root: Path = SQL_ROOT) -> Mig
                             f"{mig.path.name} failed on the {role} database: {exc.orig}"
                         ) from None
                 conn.execute(
-                    sa.text(f"INSERT INTO {ledger} (version, name, checksum) VALUES (:v, :n, :c)"),
-                    {"v": mig.version, "n": mig.name, "c": mig.checksum},
+                    sa.text(
+                        f"INSERT INTO {ledger} (role, version, name, checksum) VALUES (:r, :v, :n, :c)"
+                    ),
+                    {"r": role, "v": mig.version, "n": mig.name, "c": mig.checksum},
                 )
             report.applied.append(mig.path.name)
     return report

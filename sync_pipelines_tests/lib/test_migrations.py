@@ -113,3 +113,12 @@ def test_every_role_in_sql_folder_applies_cleanly_twice(pg_url):
             with db.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             db.dispose()
+
+
+def test_two_roles_can_share_one_schema(pg_db, sql_root):
+    other = sql_root / "other"
+    other.mkdir()
+    (other / "0001_create_things.sql").write_text("CREATE TABLE things (id int);")
+    assert migrate(pg_db, "shop", sql_root).applied[0] == "0001_create_orders.sql"
+    assert migrate(pg_db, "other", sql_root).applied == ["0001_create_things.sql"]
+    assert migrate(pg_db, "shop", sql_root).applied == []
