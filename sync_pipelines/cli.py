@@ -103,6 +103,28 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         sandbox.stop()
 
 
+def cmd_tiny_authorize(args: argparse.Namespace) -> int:
+    from .lib.db import database_for_role
+    from .tiny.client import TinyReauthorizationRequired, TokenManager, settings_from_env
+
+    code = args.code or sys.stdin.readline().strip()
+    if not code:
+        print("give the authorization code with --code or on standard input", file=sys.stderr)
+        return 2
+    db = database_for_role("tiny")
+    try:
+        TokenManager(db, settings_from_env().oauth).authorize(code)
+    except TinyReauthorizationRequired as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    print(
+        "Tiny authorized: the token pair is stored in tiny_oauth_tokens; syncs renew it from now on."
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .sandbox.demo import run_demo
 
@@ -143,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_demo)
+
+    tiny = sub.add_parser("tiny", help="Tiny ERP helpers").add_subparsers(
+        dest="tiny_command", required=True
+    )
+    p = tiny.add_parser(
+        "authorize", help="exchange an OAuth authorization code and store the token pair"
+    )
+    p.add_argument("--code", help="the authorization code (default: read from standard input)")
+    p.set_defaults(func=cmd_tiny_authorize)
     return parser
 
 

@@ -38,6 +38,7 @@ install_log_redaction("sync_pipelines.http")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 BODY_SNIPPET_CHARS = 300
+BURST_429_WAIT_S = 1.0
 
 
 class RateLimiter(Protocol):
@@ -355,6 +356,10 @@ class HttpClient:
             self.rate_limiter.observe_limit(int(limit))
         wait = parse_retry_after(headers.get("Retry-After"))
         remaining = _header_number(headers, "X-RateLimit-Remaining")
+        if wait is None and remaining is not None and remaining > 0 and response.status_code == 429:
+            # Refused while the announced window still has room: a shorter (burst) bucket
+            # said no. Waiting for the long window's reset would idle for up to a minute.
+            wait = BURST_429_WAIT_S
         if wait is None and (response.status_code == 429 or remaining == 0):
             # Tiny's X-RateLimit-Reset is seconds until the window resets, not a timestamp.
             wait = _header_number(headers, "X-RateLimit-Reset")

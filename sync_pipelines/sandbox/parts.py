@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .local_sync_data import LOCAL_SYNC_PART
 from .simulators import SandboxPart
+from .tiny_sim import TINY_PART
 
-PARTS: list[SandboxPart] = [LOCAL_SYNC_PART]
+PARTS: list[SandboxPart] = [LOCAL_SYNC_PART, TINY_PART]

@@ -1,10 +1,307 @@
-"""The Dagster layer of this source: assets, checks, jobs, schedules, sensors.
+"""Tiny ERP service orders in Dagster (group ``tiny``).
 
-Nothing is defined yet: the source's own issue builds its client.py and sync.py and wires
-them here. The empty Definitions keeps the project's shape (one folder per source, merged in
-sync_pipelines/definitions.py) visible from the start.
+- ``tiny/service_orders_history``: one partition per emission month since 2014-01
+  (America/Sao_Paulo); each resumes from its page checkpoint. Backfill months from the UI
+  or ``dagster asset materialize … --partition 2019-05-01``; the ``tiny_api`` pool and the
+  shared rate limiter let parallel months share the account's budget.
+- ``tiny/service_orders_incremental``: every 15 minutes, the recent emission window plus
+  every open order, so a change on any open order is seen however old it is.
+- ``tiny/import_failure_retries``: every 5 minutes, failed imports whose backoff elapsed.
+- ``tiny/integrity_report``: daily, API vs table per status; imports what is missing and
+  fixes stale statuses.
 """
 
-from dagster import Definitions
+import datetime as dt
+import os
+from contextlib import contextmanager
 
-defs = Definitions()
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    ConfigurableResource,
+    DefaultScheduleStatus,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    MonthlyPartitionsDefinition,
+    ScheduleDefinition,
+    asset,
+    define_asset_job,
+)
+from pydantic import Field
+
+from ..lib.db import Database
+from ..resources import DatabaseResource
+from .client import TinyClient, build_client, settings_from_env
+from .parse import ALL_STATUSES
+from .sync import (
+    MAX_ATTEMPTS,
+    check_integrity,
+    failure_counts,
+    retry_failures,
+    sync_incremental,
+    sync_month,
+)
+
+TZ = "America/Sao_Paulo"
+STATUS_NAMES = {
+    0: "Em Aberto", 1: "Orçada", 2: "Serv. Concluído", 3: "Finalizada",
+    4: "Não Aprovada", 5: "Aprovada", 6: "Em Andamento", 7: "Cancelada",
+}  # fmt: skip
+
+monthly = MonthlyPartitionsDefinition(start_date="2014-01-01", timezone=TZ, end_offset=1)
+
+
+class TinyApiResource(ConfigurableResource):
+    """The Tiny v3 account. Credentials come from the environment (TINY_CLIENT_ID,
+    TINY_CLIENT_SECRET, TINY_API_BASE_URL, TINY_TOKEN_URL, TINY_MAX_REQUESTS_PER_MINUTE)."""
+
+    max_requests_per_minute: int | None = Field(
+        default=None,
+        description="Lower the account-wide request cap for this run (never raises it).",
+    )
+
+    def client(self, tiny_db: Database, control_db: Database) -> TinyClient:
+        settings = settings_from_env()
+        if self.max_requests_per_minute:
+            from dataclasses import replace
+
+            settings = replace(
+                settings,
+                max_requests_per_minute=min(
+                    settings.max_requests_per_minute, self.max_requests_per_minute
+                ),
+            )
+        return build_client(settings, tiny_db, control_db)
+
+
+# What every Tiny asset shares: its group, the API pool (parallel runs share the account's
+# budget), kinds for the UI and an owner.
+TINY_ASSET = {
+    "group_name": "tiny",
+    "pool": "tiny_api",
+    "kinds": {"api", "postgres"},
+    "owners": ["team:data-platform"],
+    "tags": {"source": "tiny"},
+}
+
+
+@contextmanager
+def _client(tiny_api: "TinyApiResource", tiny_db: DatabaseResource, control_db: DatabaseResource):
+    client = tiny_api.client(tiny_db.db, control_db.db)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _status_table(db: Database) -> str:
+    with db.connect() as conn:
+        counts = dict(
+            conn.exec_driver_sql("SELECT situacao, count(*) FROM ordens_servico GROUP BY 1").all()
+        )
+    lines = ["| situacao | name | orders |", "|---|---|---:|"]
+    lines += [f"| {s} | {STATUS_NAMES[s]} | {counts.get(s, 0)} |" for s in ALL_STATUSES]
+    return "\n".join(lines)
+
+
+def _numeric(values: dict) -> dict:
+    return {
+        k: MetadataValue.float(v) if isinstance(v, float) else MetadataValue.int(v)
+        for k, v in values.items()
+    }
+
+
+@asset(
+    key=["tiny", "service_orders_history"],
+    partitions_def=monthly,
+    **TINY_ASSET,
+    description=(
+        "Every Tiny service order emitted in the partition's month (America/Sao_Paulo), in "
+        "ordens_servico with raw JSON and status history. Resumes from its page checkpoint."
+    ),
+)
+def service_orders_history(
+    context: AssetExecutionContext,
+    tiny_api: TinyApiResource,
+    tiny_db: DatabaseResource,
+    control_db: DatabaseResource,
+) -> MaterializeResult:
+    month = dt.date.fromisoformat(context.partition_key)
+
+    def progress(result, page):
+        context.log.info(
+            f"{month:%Y-%m}: page {result.pages}, {page.offset + len(page.items)}/{page.total} orders, "
+            f"{result.details_fetched} details fetched"
+        )
+
+    with _client(tiny_api, tiny_db, control_db) as client:
+        result = sync_month(client, tiny_db.db, month, on_page=progress)
+    return MaterializeResult(metadata=_numeric(result.metadata()))
+
+
+class IncrementalConfig(Config):
+    window_days: int = Field(
+        default=int(os.environ.get("TINY_INCREMENTAL_WINDOW_DAYS", "7")),
+        description="Re-list orders emitted in the last N days (open orders are re-listed whatever their age).",
+    )
+
+
+@asset(
+    key=["tiny", "service_orders_incremental"],
+    **TINY_ASSET,
+    description=(
+        "Keeps ordens_servico current: re-lists the recent emission window and every order "
+        "not in a final state (0,1,2,5,6), recording each status change."
+    ),
+)
+def service_orders_incremental(
+    context: AssetExecutionContext,
+    config: IncrementalConfig,
+    tiny_api: TinyApiResource,
+    tiny_db: DatabaseResource,
+    control_db: DatabaseResource,
+) -> MaterializeResult:
+    with _client(tiny_api, tiny_db, control_db) as client:
+        result = sync_incremental(client, tiny_db.db, window_days=config.window_days)
+    context.log.info(
+        f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
+        f"{result.status_changes} status changes, {result.api_calls} API calls"
+    )
+    metadata = _numeric(result.metadata())
+    metadata["orders_by_status"] = MetadataValue.md(_status_table(tiny_db.db))
+    return MaterializeResult(metadata=metadata)
+
+
+@asset(
+    key=["tiny", "import_failure_retries"],
+    **TINY_ASSET,
+    check_specs=[
+        AssetCheckSpec(
+            "no_failures_awaiting_manual_review",
+            asset=["tiny", "import_failure_retries"],
+            description=f"Orders that failed {MAX_ATTEMPTS} times wait in import_failures for a person.",
+        )
+    ],
+    description=(
+        "Retries orders in import_failures whose backoff elapsed (30 s, 2 min, 8 min… up to "
+        f"{MAX_ATTEMPTS} attempts); after that they stay for manual review."
+    ),
+)
+def import_failure_retries(
+    context: AssetExecutionContext,
+    tiny_api: TinyApiResource,
+    tiny_db: DatabaseResource,
+    control_db: DatabaseResource,
+) -> MaterializeResult:
+    with _client(tiny_api, tiny_db, control_db) as client:
+        result = retry_failures(client, tiny_db.db)
+    counts = failure_counts(tiny_db.db)
+    metadata = _numeric(result.metadata()) | _numeric(
+        {f"failures_{k}": v for k, v in counts.items()}
+    )
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            AssetCheckResult(
+                check_name="no_failures_awaiting_manual_review",
+                passed=counts["manual_review"] == 0,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "awaiting_manual_review": counts["manual_review"],
+                    "how_to_fix": "SELECT id_ordem, erro, tentativas FROM import_failures "
+                    f"WHERE NOT resolvido AND tentativas >= {MAX_ATTEMPTS}; fix the order in Tiny, "
+                    "then UPDATE import_failures SET tentativas = 0 for it to be retried.",
+                },
+            )
+        ],
+    )
+
+
+@asset(
+    key=["tiny", "integrity_report"],
+    **TINY_ASSET,
+    check_specs=[AssetCheckSpec("api_and_table_agree", asset=["tiny", "integrity_report"])],
+    description=(
+        "Daily integrity check: per status 0–7 compares Tiny's ids with ordens_servico, imports "
+        "missing orders, fixes stale statuses (with history) and reports the totals."
+    ),
+)
+def integrity_report(
+    context: AssetExecutionContext,
+    tiny_api: TinyApiResource,
+    tiny_db: DatabaseResource,
+    control_db: DatabaseResource,
+) -> MaterializeResult:
+    with _client(tiny_api, tiny_db, control_db) as client:
+        report = check_integrity(client, tiny_db.db)
+    table = ["| situacao | name | API | table |", "|---|---|---:|---:|"]
+    table += [
+        f"| {s} | {STATUS_NAMES[s]} | {report.api_by_status.get(s, 0)} | {report.db_by_status.get(s, 0)} |"
+        for s in ALL_STATUSES
+    ]
+    agree = report.api_by_status == report.db_by_status
+    return MaterializeResult(
+        metadata={
+            "api_total": MetadataValue.int(report.api_total),
+            "db_total": MetadataValue.int(report.db_total),
+            "recovered": MetadataValue.int(report.recovered),
+            "stale_fixed": MetadataValue.int(report.stale_fixed),
+            "only_in_db": MetadataValue.int(report.only_in_db),
+            "persistent_failures": MetadataValue.int(report.persistent_failures),
+            "api_calls": MetadataValue.int(report.sync.api_calls),
+            "duration_s": MetadataValue.float(round(report.sync.duration_s, 2)),
+            "by_status": MetadataValue.md("\n".join(table)),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="api_and_table_agree",
+                passed=agree and report.persistent_failures == 0,
+                metadata={
+                    "api_total": report.api_total,
+                    "db_total": report.db_total,
+                    "persistent_failures": report.persistent_failures,
+                },
+            )
+        ],
+    )
+
+
+incremental_job = define_asset_job("tiny_incremental_sync", selection=[service_orders_incremental])
+retries_job = define_asset_job("tiny_import_failure_retries", selection=[import_failure_retries])
+integrity_job = define_asset_job("tiny_integrity_check", selection=[integrity_report])
+
+defs = Definitions(
+    assets=[
+        service_orders_history,
+        service_orders_incremental,
+        import_failure_retries,
+        integrity_report,
+    ],
+    jobs=[incremental_job, retries_job, integrity_job],
+    schedules=[
+        # Running by default: these replace the cron jobs the users rely on.
+        ScheduleDefinition(
+            job=incremental_job,
+            cron_schedule="*/15 * * * *",
+            execution_timezone=TZ,
+            default_status=DefaultScheduleStatus.RUNNING,
+        ),
+        ScheduleDefinition(
+            job=retries_job,
+            cron_schedule="*/5 * * * *",
+            execution_timezone=TZ,
+            default_status=DefaultScheduleStatus.RUNNING,
+        ),
+        ScheduleDefinition(
+            job=integrity_job,
+            cron_schedule="0 3 * * *",
+            execution_timezone=TZ,
+            default_status=DefaultScheduleStatus.RUNNING,
+        ),
+    ],
+    resources={"tiny_api": TinyApiResource()},
+)

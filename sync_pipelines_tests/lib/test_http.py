@@ -273,3 +273,30 @@ def test_secrets_and_personal_data_never_reach_logs_or_errors(api, caplog) -> No
     assert "urllib3.connectionpool" in caplog.text and "retry 3/4" in caplog.text
     for secret in secrets:
         assert secret not in seen
+
+
+def test_429_with_room_left_in_the_window_waits_briefly_not_until_the_reset():
+    from sync_pipelines.lib.http import BURST_429_WAIT_S
+    from sync_pipelines.sandbox.harness import Response, Simulator, route
+
+    class BurstLimited(Simulator):
+        calls = 0
+
+        @route("GET", r"/x")
+        def x(self, request):
+            type(self).calls += 1
+            headers = {
+                "X-RateLimit-Limit": "120",
+                "X-RateLimit-Remaining": "80",
+                "X-RateLimit-Reset": "55",
+            }
+            if type(self).calls == 1:
+                return Response(status=429, body=b"", headers=headers)
+            return Response.json({"ok": True}, headers=headers)
+
+    with BurstLimited() as sim:
+        client = HttpClient(sim.base_url, retry=RetryPolicy(max_attempts=3, max_wait=120))
+        started = time.monotonic()
+        assert client.request("GET", "/x").json() == {"ok": True}
+        elapsed = time.monotonic() - started
+    assert BURST_429_WAIT_S * 0.9 <= elapsed < 10

@@ -170,12 +170,15 @@ def test_announced_limit_lowers_the_rate_for_every_sharer(control_db: Database) 
     assert _drain(limiter) < 0.03
 
     limiter.observe_limit(10)  # now 9 refills per 2 s: a token every ~0.22 s
-    assert 0.15 < _drain(limiter) <= 2 / 9 + 0.01
+    # The stored shape is the proof; the wait only bounds it (a loaded machine may have
+    # accrued part of the next token while draining, so no lower bound on it).
+    assert 0 < _drain(limiter) <= 2 / 9 + 0.01
     assert tuple(_bucket(control_db, "acct")) == (1.0, pytest.approx(4.5), 10)
 
     # A process that starts later with the same configured cap keeps the announced limit.
     late = SharedRateLimiter(control_db, "acct", limit=100, period_s=2.0, burst=1)
-    assert 0.15 < _drain(late) <= 2 / 9 + 0.01
+    assert 0 < _drain(late) <= 2 / 9 + 0.01
+    assert tuple(_bucket(control_db, "acct")) == (1.0, pytest.approx(4.5), 10)
 
     # The announcement can raise the rate again, but never above the configured cap.
     late.observe_limit(1000)

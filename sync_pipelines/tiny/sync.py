@@ -1,0 +1,494 @@
+"""Tiny service-order syncs, plain Python: month loads, incremental, retries, integrity.
+
+Tiny has no "modified since" filter and no webhook for service orders, so change detection
+is: list an emission-date window, compare each list item's fingerprint with what we stored,
+and fetch the detail only for orders that are new or whose list entry changed. Orders not in
+a final state are re-listed by status on every incremental run, whatever their age.
+
+Each page is written in ONE transaction together with its status-history rows, its failures
+and its checkpoint, so a crash at any point leaves either the whole page or none of it, and
+the rerun resumes from the last committed page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from ..lib.checkpoints import CheckpointStore
+from ..lib.db import Database
+from ..lib.http import HttpError
+from ..lib.redact import redact
+from ..lib.upsert import UpsertResult, bulk_upsert
+from .client import OrderPage, TinyApiError, TinyClient
+from .parse import (
+    ALL_STATUSES,
+    FINAL_STATUSES,
+    OPEN_STATUSES,
+    ParseError,
+    list_fingerprint,
+    order_row,
+)
+
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")
+HISTORY_PIPELINE = "tiny_service_orders_history"
+RETRY_BACKOFF_S = 30  # 30 s, 2 min, 8 min, 32 min… (x4 per attempt)
+MAX_ATTEMPTS = 5
+log = logging.getLogger("sync_pipelines.tiny")
+
+# Columns the upsert may overwrite: everything but first_seen_at/last_seen_at/updated_at,
+# which the database manages (defaults, the touch trigger, and the "seen" update).
+UPSERT_COLUMNS = [
+    "id", "numero", "situacao", "data_emissao", "data_prevista", "data_conclusao", "cliente_id",
+    "cliente_nome", "cliente_codigo", "cliente_tipo_pessoa", "cliente_cpf_cnpj", "cliente_email",
+    "cliente_celular", "cliente_municipio", "cliente_uf", "total_servicos", "total_pecas",
+    "total_ordem_servico", "desconto", "desconto_percentual", "equipamento", "tecnico",
+    "categoria", "list_hash", "raw", "raw_list",
+]  # fmt: skip
+
+
+@dataclass
+class SyncResult:
+    pages: int = 0
+    listed: int = 0
+    details_fetched: int = 0
+    upserted: UpsertResult = field(default_factory=UpsertResult)
+    status_changes: int = 0
+    failures: int = 0
+    failures_resolved: int = 0
+    resumed_from_offset: int = 0
+    api_calls: int = 0
+    rate_limited: int = 0
+    duration_s: float = 0.0
+
+    def metadata(self) -> dict[str, float | int]:
+        return {
+            "orders_inserted": self.upserted.inserted,
+            "orders_updated": self.upserted.updated,
+            "orders_unchanged": self.upserted.unchanged,
+            "status_changes": self.status_changes,
+            "details_fetched": self.details_fetched,
+            "import_failures": self.failures,
+            "failures_resolved": self.failures_resolved,
+            "pages": self.pages,
+            "orders_listed": self.listed,
+            "api_calls": self.api_calls,
+            "rate_limited_429": self.rate_limited,
+            "resumed_from_offset": self.resumed_from_offset,
+            "duration_s": round(self.duration_s, 2),
+        }
+
+
+@dataclass
+class _Known:
+    list_hash: str
+    situacao: int
+    data_conclusao: dt.datetime | None
+
+
+@dataclass
+class _Batch:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+
+
+class _Meter:
+    """API calls and 429s of one sync, from the HTTP client's counters."""
+
+    def __init__(self, client: TinyClient):
+        self.client = client
+        self.start = dict(client.stats)
+        self.t0 = time.monotonic()
+
+    def close(self, result: SyncResult) -> SyncResult:
+        now = self.client.stats
+        result.api_calls = now.get("requests", 0) - self.start.get("requests", 0)
+        result.rate_limited = now.get("429", 0) - self.start.get("429", 0)
+        result.duration_s = time.monotonic() - self.t0
+        return result
+
+
+def _known(conn: sa.Connection, ids: Iterable[int]) -> dict[int, _Known]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, list_hash, situacao, data_conclusao FROM ordens_servico WHERE id = ANY(:ids)"
+        ),
+        {"ids": ids},
+    )
+    return {r.id: _Known(r.list_hash, r.situacao, r.data_conclusao) for r in rows}
+
+
+def _conclusion(
+    row: dict[str, Any], known: _Known | None, observed_at: dt.datetime
+) -> dt.datetime | None:
+    """The API's conclusion date; else, for an order we saw move into a final state, when we saw it."""
+    api_date = row.pop("data_conclusao_api")
+    if api_date is not None:
+        return dt.datetime.combine(api_date, dt.time(), SAO_PAULO)
+    if known is not None and known.data_conclusao is not None:
+        return known.data_conclusao
+    if (
+        row["situacao"] in FINAL_STATUSES
+        and known is not None
+        and known.situacao not in FINAL_STATUSES
+    ):
+        return observed_at
+    return None
+
+
+def _failure(order_id: int, error: str, payload: Any) -> dict[str, Any]:
+    return {"id_ordem": order_id, "erro": redact(error)[:2000], "dados_api": payload}
+
+
+def _build_batch(
+    client: TinyClient,
+    conn: sa.Connection,
+    items: list[Mapping[str, Any]],
+    result: SyncResult,
+    *,
+    origin: str,
+    force_detail: bool = False,
+) -> _Batch:
+    batch = _Batch()
+    by_id: dict[int, Mapping[str, Any]] = {}
+    for item in items:
+        try:
+            by_id[int(item["id"])] = item
+        except (KeyError, TypeError, ValueError):
+            # An item without a usable id cannot be fetched or stored; say so loudly.
+            log.error("Tiny listed an order without a usable id; skipped (keys: %s)", sorted(item))
+    known = _known(conn, by_id)
+    now = dt.datetime.now(dt.UTC)
+    for order_id, item in by_id.items():
+        batch.seen.append(order_id)
+        previous = known.get(order_id)
+        if (
+            not force_detail
+            and previous is not None
+            and previous.list_hash == list_fingerprint(item)
+        ):
+            result.upserted.unchanged += 1
+            continue
+        detail: Any = None
+        try:
+            detail = client.get_order(order_id)
+            result.details_fetched += 1
+            row = order_row(item, detail)
+        except (HttpError, TinyApiError, ParseError, ValueError) as exc:
+            batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", detail))
+            continue
+        row["data_conclusao"] = _conclusion(row, previous, now)
+        batch.rows.append(row)
+        batch.resolved.append(order_id)
+        if previous is None or previous.situacao != row["situacao"]:
+            batch.history.append(
+                {
+                    "id_os": order_id,
+                    "status_antigo": None if previous is None else previous.situacao,
+                    "status_novo": row["situacao"],
+                    "origem": origin,
+                }
+            )
+    return batch
+
+
+def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult) -> None:
+    if batch.rows:
+        result.upserted += bulk_upsert(
+            conn, "ordens_servico", batch.rows, ["id"], columns=UPSERT_COLUMNS
+        )
+    if batch.history:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ordem_status_history (id_os, status_antigo, status_novo, origem) "
+                "VALUES (:id_os, :status_antigo, :status_novo, :origem)"
+            ),
+            batch.history,
+        )
+        result.status_changes += sum(1 for h in batch.history if h["status_antigo"] is not None)
+    if batch.seen:
+        conn.execute(
+            sa.text("UPDATE ordens_servico SET last_seen_at = now() WHERE id = ANY(:ids)"),
+            {"ids": batch.seen},
+        )
+    for failure in batch.failures:
+        record_failure(conn, **failure)
+    result.failures += len(batch.failures)
+    if batch.resolved:
+        resolved = conn.execute(
+            sa.text(
+                "UPDATE import_failures SET resolvido = true, ultima_tentativa = now() "
+                "WHERE id_ordem = ANY(:ids) AND NOT resolvido"
+            ),
+            {"ids": batch.resolved},
+        ).rowcount
+        result.failures_resolved += resolved
+
+
+def record_failure(conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any) -> None:
+    """Insert or bump a failure; the next attempt is due after 30 s x 4^(attempts-1)."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO import_failures AS f (id_ordem, erro, dados_api, tentativas, resolvido, proxima_tentativa) "
+            "VALUES (:id, :erro, CAST(:dados AS jsonb), 1, false, now() + make_interval(secs => :first)) "
+            "ON CONFLICT (id_ordem) DO UPDATE SET erro = EXCLUDED.erro, "
+            "dados_api = COALESCE(EXCLUDED.dados_api, f.dados_api), ultima_tentativa = CURRENT_TIMESTAMP, "
+            "tentativas = CASE WHEN f.resolvido THEN 1 ELSE f.tentativas + 1 END, resolvido = false, "
+            "proxima_tentativa = now() + make_interval(secs => :first * power(4, "
+            "CASE WHEN f.resolvido THEN 0 ELSE f.tentativas END))"
+        ),
+        {
+            "id": id_ordem,
+            "erro": erro,
+            "dados": None
+            if dados_api is None
+            else json.dumps(dados_api, ensure_ascii=False, default=str),
+            "first": RETRY_BACKOFF_S,
+        },
+    )
+
+
+def month_bounds(month_start: dt.date) -> tuple[dt.date, dt.date]:
+    first = month_start.replace(day=1)
+    next_month = (first + dt.timedelta(days=32)).replace(day=1)
+    return first, next_month - dt.timedelta(days=1)
+
+
+def sync_month(
+    client: TinyClient,
+    db: Database,
+    month_start: dt.date,
+    *,
+    on_page: Callable[[SyncResult, OrderPage], None] | None = None,
+) -> SyncResult:
+    """Load every order emitted in one month, resuming from the partition's checkpoint."""
+    first, last = month_bounds(month_start)
+    key = first.strftime("%Y-%m")
+    checkpoints = CheckpointStore(db)
+    meter = _Meter(client)
+    result = SyncResult()
+    saved = checkpoints.get(HISTORY_PIPELINE, key)
+    # A finished month is re-listed from the start (a rerun means "check it again");
+    # an interrupted one resumes after its last committed page.
+    offset = 0 if saved is None or saved.done else int(saved.position.get("offset", 0))
+    result.resumed_from_offset = offset
+    if offset:
+        log.info("month %s: resuming at offset %d (checkpoint)", key, offset)
+
+    def fetch(off: int) -> OrderPage:
+        return client.list_orders(offset=off, emitted_from=first, emitted_to=last)
+
+    for page in client.iter_pages(fetch, offset):
+        result.pages += 1
+        result.listed += len(page.items)
+        with db.begin() as conn:
+            batch = _build_batch(client, conn, page.items, result, origin="historical")
+            _write_batch(conn, batch, result)
+            offset = page.offset + len(page.items)
+            checkpoints.save(conn, HISTORY_PIPELINE, key, {"offset": offset, "total": page.total})
+        log.info("month %s: page %d, offset %d/%d", key, result.pages, offset, page.total)
+        if on_page:
+            on_page(result, page)
+    checkpoints.mark_done(HISTORY_PIPELINE, key, {"offset": offset})
+    return meter.close(result)
+
+
+def _open_order_ids(conn: sa.Connection) -> dict[int, int]:
+    rows = conn.execute(
+        sa.text("SELECT id, situacao FROM ordens_servico WHERE situacao = ANY(:open)"),
+        {"open": list(OPEN_STATUSES)},
+    )
+    return {r.id: r.situacao for r in rows}
+
+
+def _sync_listing(
+    client: TinyClient, db: Database, result: SyncResult, fetch, origin: str
+) -> set[int]:
+    seen: set[int] = set()
+    for page in client.iter_pages(fetch):
+        result.pages += 1
+        result.listed += len(page.items)
+        with db.begin() as conn:
+            batch = _build_batch(client, conn, page.items, result, origin=origin)
+            _write_batch(conn, batch, result)
+        seen.update(batch.seen)
+    return seen
+
+
+def _refetch(
+    client: TinyClient, db: Database, ids: list[int], result: SyncResult, origin: str
+) -> None:
+    """Fetch orders one by one (they left the listing we expected them in), 100 per commit.
+
+    Without a list item, the stored fingerprint becomes that of ``{"id": ...}``: the next
+    listing that shows the order differs from it and costs one more detail fetch, never a miss.
+    """
+    for start in range(0, len(ids), 100):
+        items = [{"id": order_id} for order_id in ids[start : start + 100]]
+        with db.begin() as conn:
+            batch = _build_batch(client, conn, items, result, origin=origin, force_detail=True)
+            _write_batch(conn, batch, result)
+
+
+def sync_incremental(
+    client: TinyClient, db: Database, *, window_days: int = 7, today: dt.date | None = None
+) -> SyncResult:
+    """Re-list the recent emission window and every open order, whatever its age."""
+    meter = _Meter(client)
+    result = SyncResult()
+    today = today or dt.datetime.now(SAO_PAULO).date()
+    since = today - dt.timedelta(days=window_days)
+    with db.connect() as conn:
+        open_before = _open_order_ids(conn)
+    seen = _sync_listing(
+        client,
+        db,
+        result,
+        lambda off: client.list_orders(offset=off, emitted_from=since, emitted_to=today),
+        "incremental",
+    )
+    for status in OPEN_STATUSES:
+        seen |= _sync_listing(
+            client,
+            db,
+            result,
+            lambda off, s=status: client.list_orders(offset=off, situacao=s),
+            "incremental",
+        )
+    # An open order that no listing showed has moved (usually into a final state) or shifted
+    # between offset pages while it changed: fetch each one directly so none is lost.
+    vanished = sorted(set(open_before) - seen)
+    if vanished:
+        log.info(
+            "%d open orders were not in their listings; fetching them one by one", len(vanished)
+        )
+        _refetch(client, db, vanished, result, "incremental")
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_metadata (chave, valor) VALUES ('ultima_execucao_incremental', :v) "
+                "ON CONFLICT (chave) DO UPDATE SET valor = EXCLUDED.valor"
+            ),
+            {"v": dt.datetime.now(dt.UTC).isoformat()},
+        )
+    return meter.close(result)
+
+
+def retry_failures(
+    client: TinyClient, db: Database, *, max_attempts: int = MAX_ATTEMPTS, limit: int = 500
+) -> SyncResult:
+    """Retry failed imports whose backoff has elapsed; after ``max_attempts`` they wait for a person."""
+    meter = _Meter(client)
+    result = SyncResult()
+    with db.connect() as conn:
+        due = (
+            conn.execute(
+                sa.text(
+                    "SELECT id_ordem FROM import_failures WHERE NOT resolvido AND tentativas < :max "
+                    "AND (proxima_tentativa IS NULL OR proxima_tentativa <= now()) "
+                    "ORDER BY proxima_tentativa NULLS FIRST LIMIT :limit"
+                ),
+                {"max": max_attempts, "limit": limit},
+            )
+            .scalars()
+            .all()
+        )
+    if due:
+        _refetch(client, db, list(due), result, "retry")
+    return meter.close(result)
+
+
+def failure_counts(db: Database, *, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE NOT resolvido AND tentativas < :max) AS retrying, "
+                "count(*) FILTER (WHERE NOT resolvido AND tentativas >= :max) AS manual_review, "
+                "count(*) FILTER (WHERE resolvido) AS resolved FROM import_failures"
+            ),
+            {"max": max_attempts},
+        ).one()
+    return {"retrying": row.retrying, "manual_review": row.manual_review, "resolved": row.resolved}
+
+
+@dataclass
+class IntegrityReport:
+    api_by_status: dict[int, int] = field(default_factory=dict)
+    db_by_status: dict[int, int] = field(default_factory=dict)
+    recovered: int = 0
+    stale_fixed: int = 0
+    only_in_db: int = 0
+    persistent_failures: int = 0
+    sync: SyncResult = field(default_factory=SyncResult)
+
+    @property
+    def api_total(self) -> int:
+        return sum(self.api_by_status.values())
+
+    @property
+    def db_total(self) -> int:
+        return sum(self.db_by_status.values())
+
+
+def _db_statuses(db: Database) -> dict[int, int]:
+    with db.connect() as conn:
+        return {
+            r.id: r.situacao
+            for r in conn.execute(sa.text("SELECT id, situacao FROM ordens_servico"))
+        }
+
+
+def check_integrity(client: TinyClient, db: Database) -> IntegrityReport:
+    """Per status 0–7, compare the API's ids with the table; import missing orders and fix
+    stale statuses (with history rows)."""
+    meter = _Meter(client)
+    report = IntegrityReport()
+    listed: dict[int, Mapping[str, Any]] = {}
+    listed_status: dict[int, int] = {}
+    for status in ALL_STATUSES:
+        count = 0
+        for page in client.iter_pages(
+            lambda off, s=status: client.list_orders(offset=off, situacao=s)
+        ):
+            report.sync.pages += 1
+            for item in page.items:
+                listed[int(item["id"])] = item
+                listed_status[int(item["id"])] = status
+            count += len(page.items)
+        report.api_by_status[status] = count
+    stored = _db_statuses(db)
+    missing = [i for i in listed if i not in stored]
+    stale = [i for i in listed if i in stored and stored[i] != listed_status[i]]
+    report.only_in_db = sum(1 for i in stored if i not in listed)
+    for label, ids in (("missing", missing), ("stale", stale)):
+        for start in range(0, len(ids), 100):
+            items = [listed[i] for i in ids[start : start + 100]]
+            with db.begin() as conn:
+                batch = _build_batch(
+                    client, conn, items, report.sync, origin="integrity", force_detail=True
+                )
+                _write_batch(conn, batch, report.sync)
+            ok = len(batch.rows)
+            if label == "missing":
+                report.recovered += ok
+            else:
+                report.stale_fixed += ok
+    after = _db_statuses(db)
+    report.db_by_status = {s: sum(1 for v in after.values() if v == s) for s in ALL_STATUSES}
+    report.persistent_failures = failure_counts(db)["manual_review"]
+    meter.close(report.sync)
+    return report

@@ -1,0 +1,64 @@
+"""Tiny fixtures: the simulator as a real HTTP server, and the tiny + control tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_pipelines.lib.http import RetryPolicy
+from sync_pipelines.lib.migrations import migrate
+from sync_pipelines.sandbox.tiny_sim import (
+    API_PREFIX,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    TOKEN_PATH,
+    TinySimulator,
+)
+from sync_pipelines.tiny.client import OAuthSettings, TinyClient, TokenManager
+
+FAST_RETRY = RetryPolicy(max_attempts=8, base_backoff=0.02, max_backoff=0.3, max_wait=3.0)
+
+
+@pytest.fixture
+def sim():
+    simulator = TinySimulator(
+        seed=11, n_orders=600, per_minute_limit=100_000, burst_per_second=100_000
+    )
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def tiny_db(pg_db):
+    """tiny and control roles side by side in the test's schema."""
+    migrate(pg_db, "tiny")
+    migrate(pg_db, "control")
+    return pg_db
+
+
+def oauth_settings(sim: TinySimulator, refresh_token: str = "") -> OAuthSettings:
+    return OAuthSettings(
+        token_url=sim.base_url + TOKEN_PATH,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SANDBOX_CLIENT_SECRET,
+        initial_refresh_token=refresh_token or sim.issue_initial_tokens()["refresh_token"],
+    )
+
+
+def make_client(
+    sim: TinySimulator, db, *, limiter=None, timeout=(2.0, 5.0), settings=None
+) -> TinyClient:
+    return TinyClient(
+        sim.base_url + API_PREFIX,
+        TokenManager(db, settings or oauth_settings(sim)),
+        rate_limiter=limiter,
+        retry=FAST_RETRY,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def client(sim, tiny_db):
+    c = make_client(sim, tiny_db)
+    yield c
+    c.close()
