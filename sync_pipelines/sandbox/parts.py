@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .local_sync_data import LOCAL_SYNC_PART
+from .scouter_data import SCOUTER_PART
 from .simulators import SandboxPart
 from .tiny_sim import TINY_PART
 
-PARTS: list[SandboxPart] = [LOCAL_SYNC_PART, TINY_PART]
+PARTS: list[SandboxPart] = [LOCAL_SYNC_PART, TINY_PART, SCOUTER_PART]

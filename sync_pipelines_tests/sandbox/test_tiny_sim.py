@@ -545,14 +545,20 @@ def test_list_requests_serve_at_least_50_per_second() -> None:
 
 
 def test_sandbox_part_env_gives_a_working_client_configuration() -> None:
-    assert TINY_PART in PARTS and TINY_PART.demo_partitions == {}
+    from sync_pipelines.sandbox.tiny_sim import DEMO_ORDERS, DEMO_PER_MINUTE
+
+    assert TINY_PART in PARTS
+    from sync_pipelines.tiny.defs import monthly
+
+    valid = set(monthly.get_partition_keys())
+    assert set(TINY_PART.demo_partitions["tiny/service_orders_history"]) <= valid
     sim = TINY_PART.simulator(20241105)
     base = sim.start()
     try:
         env = TINY_PART.env(base)
         assert env["TINY_API_BASE_URL"] == base + "/public-api/v3"
         assert env["TINY_TOKEN_URL"] == base + "/realms/tiny/protocol/openid-connect/token"
-        assert int(env["TINY_MAX_REQUESTS_PER_MINUTE"]) == 600
+        assert int(env["TINY_MAX_REQUESTS_PER_MINUTE"]) == DEMO_PER_MINUTE
         pair = requests.post(
             env["TINY_TOKEN_URL"],
             data={
@@ -568,8 +574,8 @@ def test_sandbox_part_env_gives_a_working_client_configuration() -> None:
             headers={"Authorization": f"Bearer {pair['access_token']}"},
             timeout=5,
         )
-        assert reply.json()["paginacao"]["total"] == 3000
-        assert rate_headers(reply)[0] == 600
+        assert reply.json()["paginacao"]["total"] == DEMO_ORDERS
+        assert rate_headers(reply)[0] == DEMO_PER_MINUTE
     finally:
         sim.stop()
 

@@ -1,0 +1,299 @@
+"""Exporting one day of TabuladorMax leads to Gestão Scouter for one export job.
+
+Leads updated on the day are read page by page (keyset) and sent in batches of 50
+(configurable) as one bulk upsert each. When PostgREST refuses a batch because of a value
+(the whole array fails), the batch is split in halves until the bad lead is alone: the good
+ones are written, the bad one becomes a row of ``gestao_scouter_export_errors`` with the
+reason, the response, the fields sent and a masked snapshot. A problem no split can fix
+(unknown column, bad key, no permission, service down after retries) stops the day and marks
+the job failed with a message saying what to fix.
+
+After every batch the job row records the counts and the keyset position, in one
+transaction with the batch's error rows: a pause (checked before each batch), a crash or a
+failure resumes right after the last recorded batch, so no lead is skipped and none is sent
+again (except the one batch in flight during a crash, which an idempotent upsert absorbs).
+
+Rows last written by the reverse sync (``sync_source = 'gestao_scouter'`` and not changed
+since, ``updated_at <= last_sync_at``) are skipped: they came from Gestão Scouter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..lib.db import Database
+from ..lib.redact import redact
+from .client import GestaoScouterClient, PostgrestError
+from .jobs import ERRORS, JOBS, ExportJob, complete_job, fail_job, get_job, job_status
+from .mapping import FieldMapping, masked_snapshot, to_destination
+from .source import Keyset, count_between, iter_day_pages, today_sao_paulo
+
+REVERSE_MARKER = "gestao_scouter"
+
+
+class ExportAborted(RuntimeError):
+    """The day cannot go on (configuration, permission, outage); the job is marked failed."""
+
+
+@dataclass
+class LeadFailure:
+    row: dict[str, Any]
+    payload: dict[str, Any]
+    error: PostgrestError
+
+
+@dataclass
+class DayResult:
+    day: dt.date
+    job_id: int
+    read: int = 0
+    exported: int = 0
+    errors: int = 0
+    skipped: int = 0
+    batches: int = 0
+    requests: int = 0
+    paused: bool = False
+    seconds: float = 0.0
+    failures: list[LeadFailure] = field(default_factory=list)
+
+
+def written_by_reverse_sync(row: Mapping[str, Any]) -> bool:
+    """True for a row the reverse sync wrote and nobody changed since (the loop guard)."""
+    last_sync = row.get("last_sync_at")
+    return (
+        row.get("sync_source") == REVERSE_MARKER
+        and last_sync is not None
+        and row["updated_at"] <= last_sync
+    )
+
+
+def send_isolating(
+    client: GestaoScouterClient,
+    rows: Sequence[dict[str, Any]],
+    payloads: Sequence[dict[str, Any]],
+    counter: list[int],
+) -> tuple[int, list[LeadFailure]]:
+    """Upsert ``payloads``; on a value error split until each bad lead is alone.
+
+    Returns (leads written, failures). Errors no split can fix are raised.
+    """
+    if not payloads:
+        return 0, []
+    counter[0] += 1
+    try:
+        client.upsert_leads(payloads)
+        return len(payloads), []
+    except PostgrestError as exc:
+        if not exc.row_specific:
+            raise
+        if len(payloads) == 1:
+            return 0, [LeadFailure(dict(rows[0]), dict(payloads[0]), exc)]
+    middle = len(payloads) // 2
+    ok_left, bad_left = send_isolating(client, rows[:middle], payloads[:middle], counter)
+    ok_right, bad_right = send_isolating(client, rows[middle:], payloads[middle:], counter)
+    return ok_left + ok_right, bad_left + bad_right
+
+
+def _record_batch(
+    db: Database,
+    job: ExportJob,
+    day: dt.date,
+    last: Keyset,
+    exported: int,
+    skipped: int,
+    failures: list[LeadFailure],
+) -> None:
+    with db.begin() as conn:
+        if failures:
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {db.table(ERRORS)} (job_id, lead_id, error_message, error_details, "
+                    "response_status, response_body, lead_snapshot, fields_sent, export_date) VALUES "
+                    "(:job, :lead, :msg, CAST(:details AS jsonb), :status, :body, "
+                    "CAST(:snapshot AS jsonb), CAST(:fields AS jsonb), :day)"
+                ),
+                [
+                    {
+                        "job": job.id,
+                        "lead": f.row.get("id"),
+                        "msg": str(f.error),
+                        "details": json.dumps(f.error.as_details()),
+                        "status": f.error.status,
+                        "body": f.error.body,
+                        "snapshot": json.dumps(masked_snapshot(f.row), default=str),
+                        "fields": json.dumps(list(f.payload)),
+                        "day": day,
+                    }
+                    for f in failures
+                ],
+            )
+        conn.execute(
+            sa.text(
+                f"UPDATE {db.table(JOBS)} SET exported_leads = exported_leads + :ok, "
+                "error_leads = error_leads + :bad, skipped_leads = skipped_leads + :skip, "
+                "processing_date = :day, cursor_updated_at = :cu, cursor_id = :ci, "
+                "updated_at = now() WHERE id = :id"
+            ),
+            {
+                "ok": exported,
+                "bad": len(failures),
+                "skip": skipped,
+                "day": day,
+                "cu": last.updated_at,
+                "ci": last.id,
+                "id": job.id,
+            },
+        )
+
+
+def _start_day(
+    db: Database, job: ExportJob, day: dt.date, today: dt.date, run_id: str | None
+) -> ExportJob:
+    total = count_between(db, job.start_date, job.last_day(today))
+    with db.begin() as conn:
+        current = get_job(db, job.id, conn)
+        same_day = current.processing_date == day
+        conn.execute(
+            sa.text(
+                f"UPDATE {db.table(JOBS)} SET status = 'running', total_leads = :total, "
+                "started_at = coalesce(started_at, now()), processing_date = :day, "
+                "cursor_updated_at = CASE WHEN :same THEN cursor_updated_at END, "
+                "cursor_id = CASE WHEN :same THEN cursor_id END, last_run_id = :run, "
+                "updated_at = now() WHERE id = :id"
+            ),
+            {"total": total, "day": day, "same": same_day, "run": run_id, "id": job.id},
+        )
+    return get_job(db, job.id)
+
+
+def _finish_day(db: Database, job: ExportJob, day: dt.date, today: dt.date) -> None:
+    done = day >= job.last_day(today)
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"UPDATE {db.table(JOBS)} SET "
+                "last_completed_date = greatest(coalesce(last_completed_date, :day), :day), "
+                "processing_date = NULL, cursor_updated_at = NULL, cursor_id = NULL, "
+                "status = CASE WHEN :done THEN 'completed' ELSE status END, "
+                "completed_at = CASE WHEN :done THEN now() ELSE completed_at END, "
+                "updated_at = now() WHERE id = :id AND status = 'running'"
+            ),
+            {"day": day, "done": done, "id": job.id},
+        )
+
+
+def export_day(
+    db: Database,
+    client: GestaoScouterClient,
+    job_id: int,
+    day: dt.date,
+    mapping: FieldMapping,
+    source_columns: Mapping[str, str],
+    destination_columns: Mapping[str, str],
+    *,
+    batch_size: int = 50,
+    page_size: int = 500,
+    today: dt.date | None = None,
+    run_id: str | None = None,
+    progress: Callable[[DayResult], None] | None = None,
+) -> DayResult:
+    """Export the leads of ``day`` for job ``job_id``, resuming from its recorded position.
+
+    ``mapping`` must already be validated against both column lists (the schema check).
+    Returns when the day is done or the job was paused; raises ``ExportAborted`` (job marked
+    failed) when it cannot go on.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    started = time.monotonic()
+    today = today or today_sao_paulo()
+    result = DayResult(day=day, job_id=job_id)
+    job = get_job(db, job_id)
+    if job.status == "paused":
+        result.paused = True
+        return result
+    job = _start_day(db, job, day, today, run_id)
+    after = job.cursor if job.processing_date == day else None
+    counter = [0]
+    try:
+        for page in iter_day_pages(
+            db, day, mapping.source_columns, source_columns, after=after, page_size=page_size
+        ):
+            for start in range(0, len(page), batch_size):
+                if job_status(db, job_id) == "paused":
+                    result.paused = True
+                    return result
+                batch = page[start : start + batch_size]
+                to_send = [r for r in batch if not written_by_reverse_sync(r)]
+                exported_at = dt.datetime.now(dt.UTC)
+                payloads = [
+                    to_destination(r, mapping, destination_columns, exported_at) for r in to_send
+                ]
+                ok, failures = send_isolating(client, to_send, payloads, counter)
+                last = Keyset(batch[-1]["updated_at"], batch[-1]["id"])
+                skipped = len(batch) - len(to_send)
+                _record_batch(db, job, day, last, ok, skipped, failures)
+                result.read += len(batch)
+                result.exported += ok
+                result.errors += len(failures)
+                result.skipped += skipped
+                result.batches += 1
+                result.requests = counter[0]
+                result.failures.extend(failures)
+                if progress is not None:
+                    progress(result)
+    except PostgrestError as exc:
+        fail_job(db, job_id, str(exc))
+        raise ExportAborted(str(exc)) from None
+    except Exception as exc:  # outage after retries, database trouble: resume later
+        message = redact(f"{type(exc).__name__}: {exc}")
+        fail_job(db, job_id, message)
+        raise ExportAborted(
+            f"export of {day} stopped ({message}); the job resumes from its last batch"
+        ) from None
+    finally:
+        result.seconds = time.monotonic() - started
+    _finish_day(db, job, day, today)
+    return result
+
+
+def export_job(
+    db: Database,
+    client: GestaoScouterClient,
+    job_id: int,
+    mapping: FieldMapping,
+    source_columns: Mapping[str, str],
+    destination_columns: Mapping[str, str],
+    *,
+    today: dt.date | None = None,
+    **kwargs: Any,
+) -> list[DayResult]:
+    """Every remaining day of a job in one process, in order, until done or paused.
+
+    The Dagster layer runs the same days as one partition run each (driven by a sensor);
+    this loop is for the benchmark and for tests of a whole period.
+    """
+    today = today or today_sao_paulo()
+    results: list[DayResult] = []
+    while True:
+        job = get_job(db, job_id)
+        if job.status not in ("pending", "running"):
+            return results
+        day = job.next_day(today)
+        if day is None:
+            complete_job(db, job_id)
+            return results
+        result = export_day(
+            db, client, job_id, day, mapping, source_columns, destination_columns,
+            today=today, **kwargs,
+        )  # fmt: skip
+        results.append(result)
+        if result.paused:
+            return results

@@ -1,0 +1,114 @@
+"""The Dagster layer: the blocking schema check stops the export and shows the SQL; a day's
+run exports and reports; the control job + driver sensor walk a period to completion; no
+service key nor personal data reaches the event log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+
+from sync_pipelines.definitions import defs
+from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.sandbox.postgrest_sim import SANDBOX_SERVICE_KEY
+from sync_pipelines.scouter import jobs
+from sync_pipelines.scouter.defs import gestao_scouter_export_driver
+
+from .conftest import DAY, seed_day
+
+
+@pytest.fixture
+def env(monkeypatch, pg_url, source_db, sim):
+    monkeypatch.setenv("TABULADORMAX_DATABASE_URL", pg_url)
+    monkeypatch.setenv("TABULADORMAX_DATABASE_SCHEMA", source_db.schema)
+    monkeypatch.setenv("GESTAO_SCOUTER_URL", sim.base_url)
+    monkeypatch.setenv("GESTAO_SCOUTER_SERVICE_KEY", SANDBOX_SERVICE_KEY)
+    monkeypatch.delenv("GESTAO_SCOUTER_FIELD_MAPPINGS", raising=False)
+    return source_db
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def _run(instance, day: dt.date, run_config=None, tags=None):
+    job = defs.resolve_job_def("gestao_scouter_export")
+    return job.execute_in_process(
+        partition_key=day.isoformat(),
+        instance=instance,
+        run_config=run_config or {},
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def _event_text(instance, run_id: str) -> str:
+    records = instance.all_logs(run_id)
+    return "\n".join(str(r) for r in records)
+
+
+def test_a_mapped_column_missing_at_the_destination_blocks_the_export_with_the_sql(
+    env, sim, instance
+):
+    seed_day(env, DAY, 10)
+    with sim.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {sim.table} DROP COLUMN etapa_funil")
+    sim.reload_schema()
+    result = _run(instance, DAY)
+    assert not result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.check_name == "mapped_columns_exist"
+    report = evaluation.metadata["report"].value
+    assert 'ALTER TABLE public.leads ADD COLUMN IF NOT EXISTS "etapa_funil" text;' in report
+    assert "NOTIFY pgrst, 'reload schema';" in report
+    assert sim.count("/rest/v1/leads", "POST") == 1  # the write check only, no export batch
+    assert not result.asset_materializations_for_node("gestao_scouter__leads_export")
+
+
+def test_a_day_run_exports_reports_and_leaks_no_key_nor_personal_data(env, sim, instance):
+    leads = seed_day(env, DAY, 120, bad={5: "time"})
+    result = _run(instance, DAY)
+    assert result.success
+    [mat] = result.asset_materializations_for_node("gestao_scouter__leads_export")
+    assert mat.metadata["leads_exported"].value == 119
+    assert mat.metadata["leads_failed"].value == 1
+    assert mat.metadata["job_status"].value == "completed"
+    text = _event_text(instance, result.run_id)
+    assert "leads_exported" in text and "leads_failed" in text  # the scan sees the metadata
+    assert SANDBOX_SERVICE_KEY not in text
+    for lead in leads:
+        for field in ("celular", "telefone_trabalho", "name", "address"):
+            if lead[field]:
+                assert lead[field] not in text, field
+
+
+def test_control_job_and_driver_sensor_walk_a_period_to_completion(env, sim, instance):
+    days = [DAY + dt.timedelta(days=n) for n in range(3)]
+    for n, day in enumerate(days):
+        seed_day(env, day, 30, first_id=1000 * (n + 1))
+    control = defs.resolve_job_def("gestao_scouter_export_control")
+    start = {"action": "start", "start_date": days[0].isoformat(), "end_date": days[-1].isoformat()}
+    assert control.execute_in_process(
+        run_config={"ops": {"export_job_control": {"config": start}}},
+        instance=instance,
+    ).success
+    [job_row] = jobs.list_jobs(env)
+    resources = {"tabuladormax_db": DatabaseResource(role="tabuladormax")}
+    ran = []
+    for _ in range(6):
+        with build_sensor_context(instance=instance, resources=resources) as ctx:
+            outcome = gestao_scouter_export_driver(ctx)
+        requests = getattr(outcome, "run_requests", None) or []
+        if not requests:
+            break
+        for request in requests:
+            ran.append(request.partition_key)
+            assert _run(instance, dt.date.fromisoformat(request.partition_key),
+                        request.run_config, request.tags).success  # fmt: skip
+    assert ran == [d.isoformat() for d in days]
+    done = jobs.get_job(env, job_row.id)
+    assert done.status == "completed" and done.exported_leads == 90
+    assert set(sim.written.values()) == {1}
