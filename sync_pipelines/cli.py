@@ -125,6 +125,12 @@ def cmd_tiny_authorize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detran_add_examiner(args: argparse.Namespace) -> int:
+    from .detran.cli import add_examiner_from_args
+
+    return add_examiner_from_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .sandbox.demo import run_demo
 
@@ -174,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--code", help="the authorization code (default: read from standard input)")
     p.set_defaults(func=cmd_tiny_authorize)
+
+    from .detran.cli import add_examiner_parser
+
+    detran = sub.add_parser("detran", help="DETRAN agenda helpers").add_subparsers(
+        dest="detran_command", required=True
+    )
+    p = detran.add_parser(
+        "add-examiner", help="add or update an examiner (portal password read from stdin)"
+    )
+    add_examiner_parser(p)
+    p.set_defaults(func=cmd_detran_add_examiner)
     return parser
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .detran_data import DETRAN_PART
 from .local_sync_data import LOCAL_SYNC_PART
 from .scouter_data import SCOUTER_PART
 from .simulators import SandboxPart
 from .tiny_sim import TINY_PART
 
-PARTS: list[SandboxPart] = [LOCAL_SYNC_PART, TINY_PART, SCOUTER_PART]
+PARTS: list[SandboxPart] = [LOCAL_SYNC_PART, TINY_PART, SCOUTER_PART, DETRAN_PART]

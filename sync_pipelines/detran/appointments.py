@@ -1,0 +1,97 @@
+"""Current available slots → the clinic's ``agendamentos``, idempotently.
+
+For one examiner and day: a slot that already has an appointment with the same CPF, date and
+time (made by hand, or by an earlier run) is linked to it; every other current available
+slot with a CPF gets a new appointment (``origem = 'DETRAN'``) and is linked to it through
+``agenda_slots.agendamento_id``. Both steps are set-based statements inside the database,
+in one transaction under a per-examiner transaction lock, so re-running never creates a
+second appointment. Slots without a CPF cannot be matched safely and are only counted.
+A slot that was later removed keeps its appointment: cancelling a clinic appointment is the
+users' decision, so the count of such slots is reported instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..lib.db import Database
+from ..lib.locks import lock_key
+from .slots import SOURCE
+
+_CPF_DIGITS = "regexp_replace(coalesce({}, ''), '[^0-9]', '', 'g')"
+
+
+@dataclass
+class AppointmentsResult:
+    linked_existing: int = 0
+    created: int = 0
+    already_linked: int = 0
+    without_cpf: int = 0
+    removed_with_appointment: int = 0
+
+
+def create_appointments(db: Database, usuario_id: int, day: dt.date) -> AppointmentsResult:
+    result = AppointmentsResult()
+    key = {"s": SOURCE, "u": usuario_id, "d": day}
+    current = (
+        "s.source = :s AND s.usuario_id = :u AND s.data = :d AND s.is_current"
+        " AND s.status = 'available'"
+    )
+    slot_cpf = _CPF_DIGITS.format("s.payload->>'cpf'")
+    with db.begin() as conn:
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": lock_key(f"detran:appointments:{usuario_id}")},
+        )
+        result.linked_existing = conn.execute(
+            sa.text(
+                f"UPDATE agenda_slots s SET agendamento_id = a.id FROM agendamentos a"
+                f" WHERE {current} AND s.agendamento_id IS NULL AND a.usuario_id = s.usuario_id"
+                f" AND a.data = s.data AND a.hora = s.hora"
+                f" AND {_CPF_DIGITS.format('a.cpf')} = {slot_cpf} AND {slot_cpf} <> ''"
+            ),
+            key,
+        ).rowcount
+        result.created = conn.execute(
+            sa.text(
+                f"WITH candidates AS ("
+                f"  SELECT DISTINCT ON ({slot_cpf}, s.hora) s.usuario_id, s.data, s.hora,"
+                f"    s.payload->>'nome' AS nome, s.payload->>'cpf' AS cpf,"
+                f"    s.payload->>'telefone' AS telefone, s.payload->>'email' AS email,"
+                f"    lower(s.servico_code) AS tipo_exame"
+                f"  FROM agenda_slots s WHERE {current} AND s.agendamento_id IS NULL"
+                f"    AND {slot_cpf} <> ''"
+                f"  ORDER BY {slot_cpf}, s.hora, s.id),"
+                f" created AS ("
+                f"  INSERT INTO agendamentos (usuario_id, nome, cpf, telefone, email, data, hora,"
+                f"    tipo_exame, origem, status)"
+                f"  SELECT usuario_id, nome, cpf, telefone, email, data, hora, tipo_exame,"
+                f"    'DETRAN', 'agendado' FROM candidates"
+                f"  RETURNING id, usuario_id, data, hora, {_CPF_DIGITS.format('cpf')} AS cpf)"
+                f" UPDATE agenda_slots s SET agendamento_id = c.id FROM created c"
+                f" WHERE {current} AND s.agendamento_id IS NULL AND s.usuario_id = c.usuario_id"
+                f" AND s.data = c.data AND s.hora = c.hora AND {slot_cpf} = c.cpf"
+                f" RETURNING c.id"
+            ),
+            key,
+        ).rowcount
+        counts = conn.execute(
+            sa.text(
+                "SELECT"
+                " count(*) FILTER (WHERE s.is_current AND s.status = 'available'"
+                "   AND s.agendamento_id IS NOT NULL) AS linked,"
+                f" count(*) FILTER (WHERE s.is_current AND s.status = 'available'"
+                f"   AND {slot_cpf} = '') AS without_cpf,"
+                " count(*) FILTER (WHERE s.status = 'removed' AND s.agendamento_id IS NOT NULL)"
+                "   AS removed_linked"
+                " FROM agenda_slots s WHERE s.source = :s AND s.usuario_id = :u AND s.data = :d"
+            ),
+            key,
+        ).one()
+    result.already_linked = counts.linked - result.linked_existing - result.created
+    result.without_cpf = counts.without_cpf
+    result.removed_with_appointment = counts.removed_linked
+    return result
