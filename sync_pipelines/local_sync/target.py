@@ -15,23 +15,13 @@ import sqlalchemy as sa
 
 from ..lib.db import Database
 from ..lib.migrations import MigrationReport, migrate
+from .source import CHAT_COLUMNS
 
 TENANT_ROLE = "tenant"
 CONTACT_COLUMNS = ("id", "instance", "name", "phone", "customer_id", "is_deleted")
-CHAT_DATA_COLUMNS = (
-    "instance",
-    "type",
-    "avatar_url",
-    "user_id",
-    "contact_id",
-    "sector_id",
-    "started_at",
-    "finished_at",
-    "finished_by",
-    "result_id",
-    "is_finished",
-    "is_schedule",
-)
+# The tenant's wpp_chats holds the source's chat columns; its key is either the same `id`
+# or, in the older shape, `original_id` beside a local AUTO_INCREMENT id.
+CHAT_DATA_COLUMNS = tuple(c for c in CHAT_COLUMNS if c != "id")
 
 
 class LegacyShapeError(RuntimeError):
