@@ -46,7 +46,7 @@ def months(start: dt.date, end: dt.date) -> list[dt.date]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=5500)
-    parser.add_argument("--limit", type=int, default=600, help="requests per window")
+    parser.add_argument("--limit", type=int, default=300, help="requests per window")
     parser.add_argument("--window", type=float, default=6.0, help="seconds (Tiny: 60)")
     parser.add_argument("--url")
     args = parser.parse_args()

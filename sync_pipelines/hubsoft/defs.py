@@ -1,10 +1,391 @@
-"""The Dagster layer of this source: assets, checks, jobs, schedules, sensors.
+"""HubSoft tickets in Dagster (group ``hubsoft``).
 
-Nothing is defined yet: the source's own issue builds its client.py and sync.py and wires
-them here. The empty Definitions keeps the project's shape (one folder per source, merged in
-sync_pipelines/definitions.py) visible from the start.
+- sensor ``hubsoft_health_monitor`` (every minute; full check every 5 min; state in its
+  cursor): records each check, tells the admins on Telegram when HubSoft goes offline or
+  comes back, and on coming back requests the recovery run at once.
+- job ``sync_tickets`` (the bot's ``/sync_tickets [offline|status|all]``), config ``mode``
+  (default ``all``): one op materializing ``hubsoft/offline_ticket_recovery`` (offline tickets
+  created in HubSoft exactly once) and/or ``hubsoft/ticket_status_sync`` (active tickets'
+  statuses). Schedules: recovery every 30 min, status every 15 min, both skipped with a
+  reason while HubSoft is known to be offline.
+- asset ``hubsoft/health_report`` (the bot's ``/health_hubsoft``) with its checks.
+``HUBSOFT_ENABLED=false`` turns it all off: the sensor and schedules skip saying so, runs
+refuse with a clear message.
 """
 
-from dagster import Definitions
+import datetime as dt
+from contextlib import contextmanager
+from enum import StrEnum
 
-defs = Definitions()
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    define_asset_job,
+    multi_asset,
+    schedule,
+    sensor,
+)
+from pydantic import Field
+
+from ..resources import DatabaseResource, TelegramResource
+from .client import HubSoftClient, HubSoftError, build_client, hubsoft_enabled
+from .health import (
+    FULL_CHECK_EVERY,
+    OFFLINE,
+    MonitorState,
+    latest_full_check,
+    monitor_tick,
+    record_check,
+    state_from_history,
+    transition_message,
+)
+from .recovery import pending_count, record_run, recover_offline_tickets
+from .report import build_report
+from .status import sync_statuses
+
+TZ = "America/Sao_Paulo"
+DISABLED = (
+    "HubSoft integration is disabled (HUBSOFT_ENABLED=false): nothing is sent to or read "
+    "from HubSoft. Set HUBSOFT_ENABLED=true in the code location's environment to turn it on."
+)
+RECOVERY_KEY = AssetKey(["hubsoft", "offline_ticket_recovery"])
+STATUS_KEY = AssetKey(["hubsoft", "ticket_status_sync"])
+# A health verdict older than this no longer stops the schedules: the run checks itself.
+STALE_HEALTH = dt.timedelta(minutes=15)
+
+# Every HubSoft step shares the hubsoft_api pool (limit 1): recovery, status sync and the
+# report never race each other on the API.
+HUBSOFT_ASSET = {"group_name": "hubsoft", "pool": "hubsoft_api"}
+OWNERSHIP = {"owners": ["team:data-platform"], "tags": {"source": "hubsoft"}}
+
+
+class SyncMode(StrEnum):
+    offline = "offline"
+    status = "status"
+    all = "all"
+
+
+class SyncTicketsConfig(Config):
+    mode: SyncMode = Field(
+        default=SyncMode.all,
+        description="offline: recover tickets created while HubSoft was down; status: update "
+        "active tickets' statuses; all: both.",
+    )
+
+
+def _refuse_if_disabled() -> None:
+    if not hubsoft_enabled():
+        raise Failure(description=DISABLED)
+
+
+@contextmanager
+def _client(**kwargs):
+    try:
+        client = build_client(**kwargs)
+    except HubSoftError as exc:
+        raise Failure(description=str(exc)) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _numeric(values: dict) -> dict:
+    return {
+        k: MetadataValue.float(v) if isinstance(v, float) else MetadataValue.int(v)
+        for k, v in values.items()
+    }
+
+
+@multi_asset(
+    name="hubsoft_ticket_sync",
+    specs=[
+        AssetSpec(
+            RECOVERY_KEY,
+            skippable=True,
+            kinds={"api", "postgres"},
+            **OWNERSHIP,
+            description=(
+                "support_tickets saved while HubSoft was down (LOC protocols), opened in HubSoft "
+                "exactly once and linked both ways (hubsoft_atendimento_id/hubsoft_protocol, "
+                "hubsoft_protocol_map, the local protocol in HubSoft's descricao and "
+                "parametros), with a history message. Failures: sync_status='failed' + backoff."
+            ),
+        ),
+        AssetSpec(
+            STATUS_KEY,
+            skippable=True,
+            kinds={"api", "postgres"},
+            **OWNERSHIP,
+            description="Active support_tickets take their HubSoft status (status, hubsoft_status, synced_at).",
+        ),
+    ],
+    can_subset=True,
+    **HUBSOFT_ASSET,
+)
+def hubsoft_ticket_sync(
+    context: AssetExecutionContext,
+    config: SyncTicketsConfig,
+    hubsoft_db: DatabaseResource,
+    telegram: TelegramResource,
+):
+    """The bot's /sync_tickets: recovery and/or status sync, per ``mode`` and the selection."""
+    _refuse_if_disabled()
+    wanted = {
+        SyncMode.offline: {RECOVERY_KEY},
+        SyncMode.status: {STATUS_KEY},
+        SyncMode.all: {RECOVERY_KEY, STATUS_KEY},
+    }[config.mode] & set(context.selected_asset_keys)
+    db = hubsoft_db.db
+    with _client() as client:
+        check = client.health_check()
+        record_check(db, check)
+        if not check.online:
+            now = dt.datetime.now(dt.UTC)
+            for key in sorted(wanted, key=str):
+                kind = "recovery" if key == RECOVERY_KEY else "status"
+                record_run(db, kind, now, "skipped", 0, 0, f"HubSoft offline: {check.error}")
+            context.log.warning(
+                f"HubSoft is offline ({check.error}); nothing synced. Offline tickets stay "
+                "pending and are recovered when it is back (the health sensor starts recovery)."
+            )
+            return
+        if RECOVERY_KEY in wanted:
+            yield _recover(context, client, db, telegram)
+        if STATUS_KEY in wanted:
+            yield _sync_status(context, client, db)
+
+
+def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> MaterializeResult:
+    def progress(done: int, total: int, result) -> None:
+        if done % 20 == 0 or done == total:
+            context.log.info(
+                f"recovery: {done}/{total} tickets, {result.synced} synced, {result.failed} failed"
+            )
+
+    result = recover_offline_tickets(client, db, on_ticket=progress)
+    if result.skipped_reason:
+        context.log.warning(f"recovery skipped: {result.skipped_reason}")
+    metadata = _numeric(result.metadata())
+    metadata["still_unsynced"] = MetadataValue.int(pending_count(db))
+    if result.linked or result.failures:
+        table = ["| local protocol | HubSoft protocol | how |", "|---|---|---|"]
+        table += [
+            f"| {t.local_protocol} | {t.hubsoft_protocol} | {t.kind} |" for t in result.linked[:50]
+        ]
+        table += [f"| {p} | failed | {reason[:120]} |" for p, reason in result.failures[:50]]
+        metadata["tickets"] = MetadataValue.md("\n".join(table))
+        outcome = telegram.notify_admins(result.summary(), context.log)
+        metadata["admins_notified"] = MetadataValue.int(outcome.sent)
+    if result.stopped_reason:
+        metadata["stopped_reason"] = MetadataValue.text(result.stopped_reason)
+    context.log.info(
+        f"recovery: {result.created} created, {result.adopted} adopted, {result.failed} failed "
+        f"of {result.candidates} candidates"
+    )
+    return MaterializeResult(asset_key=RECOVERY_KEY, metadata=metadata)
+
+
+def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
+    result = sync_statuses(client, db)
+    metadata = _numeric(result.metadata())
+    if result.changes:
+        table = ["| ticket | before | now |", "|---|---|---|"]
+        table += [f"| {p} | {old} | {new} |" for p, old, new in result.changes[:50]]
+        metadata["changes"] = MetadataValue.md("\n".join(table))
+    if result.stopped_reason:
+        metadata["stopped_reason"] = MetadataValue.text(result.stopped_reason)
+    context.log.info(
+        f"status sync: {result.checked} active tickets checked, {result.changed} changed"
+    )
+    return MaterializeResult(asset_key=STATUS_KEY, metadata=metadata)
+
+
+@asset(
+    key=["hubsoft", "health_report"],
+    kinds={"api", "postgres"},
+    check_specs=[
+        AssetCheckSpec("hubsoft_online", asset=["hubsoft", "health_report"]),
+        AssetCheckSpec(
+            "no_failed_tickets",
+            asset=["hubsoft", "health_report"],
+            description="Tickets HubSoft refused wait in support_tickets with sync_status='failed'.",
+        ),
+    ],
+    description=(
+        "The bot's /health_hubsoft: connectivity and latency (token + one authenticated GET), "
+        "pending/failed/synced ticket counts, last successful syncs and recommended actions."
+    ),
+    **HUBSOFT_ASSET,
+    **OWNERSHIP,
+)
+def health_report(
+    context: AssetExecutionContext, hubsoft_db: DatabaseResource
+) -> MaterializeResult:
+    _refuse_if_disabled()
+    db = hubsoft_db.db
+    with _client(for_health=True) as client:
+        check = client.health_check()
+    record_check(db, check)
+    report = build_report(db, check)
+    metadata = {
+        "online": MetadataValue.bool(report.online),
+        "latency_ms": MetadataValue.float(float(check.latency_ms or 0.0)),
+        "pending": MetadataValue.int(report.pending),
+        "failed": MetadataValue.int(report.failed),
+        "synced": MetadataValue.int(report.synced),
+        "report": MetadataValue.md(report.markdown()),
+    }
+    if report.last_recovery:
+        metadata["last_successful_recovery"] = MetadataValue.timestamp(report.last_recovery)
+    if report.last_status_sync:
+        metadata["last_successful_status_sync"] = MetadataValue.timestamp(report.last_status_sync)
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            AssetCheckResult(
+                check_name="hubsoft_online",
+                passed=report.online,
+                metadata={"latency_ms": float(check.latency_ms or 0.0), "error": check.error[:300]},
+            ),
+            AssetCheckResult(
+                check_name="no_failed_tickets",
+                passed=report.failed == 0,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"failed": report.failed, "uncertain": report.uncertain},
+            ),
+        ],
+    )
+
+
+sync_tickets_job = define_asset_job(
+    "sync_tickets",
+    selection=[RECOVERY_KEY, STATUS_KEY],
+    description="The bot's /sync_tickets: config ops.hubsoft_ticket_sync.config.mode = offline | status | all.",
+)
+health_report_job = define_asset_job("hubsoft_health_report", selection=[health_report])
+
+
+def _mode_config(mode: str) -> dict:
+    return {"ops": {"hubsoft_ticket_sync": {"config": {"mode": mode}}}}
+
+
+def _schedule_gate(hubsoft_db: DatabaseResource, now: dt.datetime) -> str:
+    """Why a scheduled sync must not run now ('' = run)."""
+    if not hubsoft_enabled():
+        return DISABLED
+    db = hubsoft_db.db
+    try:
+        last = latest_full_check(db)
+    finally:
+        db.dispose()
+    if last and not last["online"] and now - last["checked_at"] < STALE_HEALTH:
+        return (
+            f"HubSoft offline at its last check ({last['checked_at']:%H:%M} UTC): skipped; the "
+            "health sensor starts recovery as soon as it is back."
+        )
+    return ""
+
+
+@schedule(
+    job=sync_tickets_job,
+    cron_schedule="*/30 * * * *",
+    execution_timezone=TZ,
+    name="hubsoft_recovery_every_30_min",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+def recovery_schedule(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
+    reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
+    if reason:
+        return SkipReason(reason)
+    return RunRequest(run_config=_mode_config("offline"), tags={"hubsoft/mode": "offline"})
+
+
+@schedule(
+    job=sync_tickets_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone=TZ,
+    name="hubsoft_status_sync_every_15_min",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+def status_schedule(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
+    reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
+    if reason:
+        return SkipReason(reason)
+    return RunRequest(run_config=_mode_config("status"), tags={"hubsoft/mode": "status"})
+
+
+@sensor(
+    job=sync_tickets_job,
+    name="hubsoft_health_monitor",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Checks HubSoft every minute (full check every "
+        f"{int(FULL_CHECK_EVERY.total_seconds() // 60)} min), records each check, notifies the "
+        "admins on online/offline transitions and starts recovery when HubSoft comes back."
+    ),
+)
+def hubsoft_health_monitor(
+    context: SensorEvaluationContext, hubsoft_db: DatabaseResource, telegram: TelegramResource
+):
+    if not hubsoft_enabled():
+        return SkipReason(DISABLED)
+    try:
+        client = build_client(for_health=True)
+    except HubSoftError as exc:
+        return SkipReason(str(exc))
+    db = hubsoft_db.db
+    try:
+        previous = MonitorState.from_cursor(context.cursor) or state_from_history(db)
+        now = dt.datetime.now(dt.UTC)
+        outcome = monitor_tick(client, db, previous, now)
+        runs = []
+        if outcome.transition:
+            text = transition_message(outcome, pending_count(db))
+            telegram.notify_admins(text, context.log)
+            context.log.info(f"HubSoft is now {outcome.transition}")
+            if outcome.transition != OFFLINE:
+                runs.append(
+                    RunRequest(
+                        run_key=f"hubsoft-back-online-{now:%Y%m%dT%H%M%S}",
+                        run_config=_mode_config("offline"),
+                        tags={"hubsoft/mode": "offline", "hubsoft/trigger": "back_online"},
+                    )
+                )
+    finally:
+        client.close()
+        db.dispose()
+    cursor = outcome.state.to_cursor()
+    if runs:
+        return SensorResult(run_requests=runs, cursor=cursor)
+    latency = f", {outcome.check.latency_ms:.0f} ms" if outcome.check.latency_ms is not None else ""
+    return SensorResult(
+        skip_reason=f"HubSoft {outcome.state.state} ({outcome.check.kind} check{latency}); no transition",
+        cursor=cursor,
+    )
+
+
+defs = Definitions(
+    assets=[hubsoft_ticket_sync, health_report],
+    jobs=[sync_tickets_job, health_report_job],
+    schedules=[recovery_schedule, status_schedule],
+    sensors=[hubsoft_health_monitor],
+)
