@@ -1,7 +1,8 @@
-"""Operations assets: the databases' schema, applied from sql/ by the migrations runner.
+"""Operations: the databases' schema, operator checks and run-failure alerts.
 
 Materializing ``database_schema`` is the UI's way to run ``sync-pipelines migrate``: it
-applies every pending file of every role and shows what was applied where.
+applies every pending file of every role and shows what was applied where. The checks
+(checks.py) and the Telegram alert sensor (alerts.py) are cross-source, so they live here.
 """
 
 from dagster import (
@@ -14,6 +15,8 @@ from dagster import (
 
 from ..lib.db import ROLES, DatabaseConfigError, database_for_role
 from ..lib.migrations import migrate, migration_roles
+from .alerts import run_failure_telegram_alert
+from .checks import OPERATOR_CHECKS
 
 
 @asset(
@@ -66,4 +69,8 @@ def database_schema(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
-defs = Definitions(assets=[database_schema])
+defs = Definitions(
+    assets=[database_schema],
+    asset_checks=OPERATOR_CHECKS,
+    sensors=[run_failure_telegram_alert],
+)

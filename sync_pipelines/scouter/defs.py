@@ -133,6 +133,7 @@ def _mapping_for(db, job_id: int | None) -> tuple[dict[str, Any], FieldMapping]:
     group_name=GROUP,
     pool="gestao_scouter_api",
     kinds={"postgres", "api"},
+    owners=["team:data-platform"],
     description=(
         "Connection check (key, reachability, write permission on leads) and the field mapping "
         "compared with both real schemas. Its blocking check stops the export until every "
@@ -194,6 +195,7 @@ def schema_validation(
     deps=[SCHEMA_KEY],
     pool="gestao_scouter_api",
     kinds={"postgres", "api"},
+    owners=["team:data-platform"],
     description=(
         "TabuladorMax leads whose updated_at falls in the partition's day (America/Sao_Paulo), "
         "upserted into Gestão Scouter in batches; failed leads in gestao_scouter_export_errors, "
