@@ -195,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    # The project uses a few beta/preview Dagster APIs on purpose (asset owners on sensors,
+    # freshness mapping); their notices are for library developers, not for operators.
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     args = build_parser().parse_args(argv)
     _load_env_file(args.env_file)
     return args.func(args)

@@ -121,7 +121,7 @@ def summary_lines(instance) -> list[str]:
                     marker = (
                         "  <- failures" if any(w in table for w in ("failure", "error")) else ""
                     )
-                    lines.append(f"  {role}.{table:<32} {count:>8}{marker}")
+                    lines.append(f"  {role + '.' + table:<48} {count:>8}{marker}")
         finally:
             db.dispose()
     statuses = Counter(run.status.value for run in instance.get_runs())

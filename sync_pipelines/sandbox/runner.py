@@ -79,7 +79,7 @@ class Sandbox:
 
     def describe(self) -> list[str]:
         db = make_url(self.env["SYNC_DATABASE_URL"]).render_as_string(hide_password=True)
-        lines = [f"database: {db}" + (" (embedded, .sandbox/pg)" if self._pg else "")]
+        lines = [f"database: {db}" + (f" (embedded, in {self._pg.folder})" if self._pg else "")]
         lines += [f"{sim.name} simulator: {sim.base_url}" for sim in self._simulators]
         lines.append(f"environment: {self.root / 'env'}")
         return lines
