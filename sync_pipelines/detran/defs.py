@@ -13,6 +13,14 @@
   examiner with auto-sync × work day, tagged ``examiner=<id>`` so dagster.yaml's tag limit
   queues runs of one examiner one at a time. Running by default: the users rely on them,
   and each examiner's ``auto_sync`` flag is the switch that says who is synced.
+
+Guards (issue 10, guards.py): ``agenda_slots`` carries two checks, evaluated on every run
+(also on a failed one): ``removal_share_within_limit`` (a read removing more than
+``DETRAN_REMOVAL_ALERT_SHARE`` of the examiner's current slots) and
+``run_failure_rate_within_limit`` (failed runs of the examiner over 24 h above
+``DETRAN_FAILURE_RATE_ALERT``). Mass removals and refused logins alert the admins on
+Telegram once when they start and once when they clear (alert state in the control
+database).
 """
 
 import datetime as dt
@@ -22,6 +30,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     ConfigurableResource,
     DailyPartitionsDefinition,
@@ -47,12 +58,25 @@ from dagster import (
 )
 from pydantic import Field
 
+from ..lib.alerts import AlertState, announce
+from ..lib.db import DatabaseConfigError, database_for_role
 from ..lib.locks import LockNotAvailable
-from ..lib.redact import mask_cpf
-from ..resources import DatabaseResource
+from ..lib.redact import mask_cpf, redact
+from ..resources import DatabaseResource, TelegramResource
 from .appointments import create_appointments
 from .client import PortalClient, PortalSettings
 from .examiners import ExaminerNotFound, get_examiner, list_examiners
+from .guards import (
+    DEFAULT_FAILURE_RATE,
+    DEFAULT_REMOVAL_SHARE,
+    FAILURE_RATE_VAR,
+    REMOVAL_SHARE_VAR,
+    failure_rate,
+    login_key,
+    login_refused,
+    removal_guard,
+    share_from_env,
+)
 from .sessions import SessionCache
 from .sync import SyncOptions, SyncResult, describe_examiner, sync_examiner
 
@@ -159,6 +183,145 @@ def _preview(db, usuario_id: int, day: dt.date) -> str:
     return "\n".join(lines)
 
 
+REMOVAL_CHECK = "removal_share_within_limit"
+FAILURE_RATE_CHECK = "run_failure_rate_within_limit"
+AGENDA_CHECKS = [
+    AssetCheckSpec(
+        REMOVAL_CHECK,
+        asset=["detran", "agenda_slots"],
+        description=f"Fails when one read would remove more than {REMOVAL_SHARE_VAR} "
+        f"(default {DEFAULT_REMOVAL_SHARE:.0%}) of the examiner's current slots of the day, "
+        "and stays failed until they come back. The read is still recorded.",
+    ),
+    AssetCheckSpec(
+        FAILURE_RATE_CHECK,
+        asset=["detran", "agenda_slots"],
+        description=f"Fails when more than {FAILURE_RATE_VAR} (default "
+        f"{DEFAULT_FAILURE_RATE:.0%}) of the examiner's runs of the last 24 h failed.",
+    ),
+]
+
+
+def _alerts(context) -> AlertState | None:
+    """The alert state in the control database, or None (logged) when it is not configured.
+
+    Built from the environment like the shared ``control_db`` resource, so the DETRAN
+    assets need no extra resource key; an unconfigured control database only turns the
+    alerts off, never the sync.
+    """
+    try:
+        return AlertState(database_for_role("control"))
+    except DatabaseConfigError as exc:
+        context.log.warning(f"DETRAN alerts are off: {exc}")
+        return None
+
+
+def _announce(context, alerts: AlertState | None, key: str, active: bool, **texts) -> None:
+    if alerts is None:
+        return
+    telegram = TelegramResource()
+    try:
+        change = announce(
+            alerts,
+            key,
+            active,
+            send=lambda text: telegram.notify_admins(text, context.log),
+            **texts,
+        )
+    except Exception as exc:  # noqa: BLE001 - an alert problem must not hide the run's outcome
+        context.log.warning(f"alert {key} not updated: {type(exc).__name__}: {exc}")
+        return
+    if change:
+        context.log.warning(f"alert {key}: {change}")
+
+
+def _guard_checks(context, db, result: SyncResult) -> list[AssetCheckResult]:
+    """Evaluate the examiner's guards after a run, send the alerts, return both checks."""
+    alerts = _alerts(context)
+    who = f"examiner {result.usuario_id}"
+    refused = login_refused(result)
+    if refused is not None:
+        _announce(
+            context,
+            alerts,
+            login_key(result.usuario_id),
+            refused,
+            raised=lambda: (
+                f"🔴 DETRAN: the portal refused the login of {who}: "
+                f"{redact(result.error or '')}. Their agenda is not synced until the credentials are "
+                "fixed (`sync-pipelines detran add-examiner --usuario-id "
+                f"{result.usuario_id} ...`)."
+            ),
+            resolved=f"✅ DETRAN: {who} logs in to the portal again; their agenda syncs.",
+        )
+    checks = []
+    guard = removal_guard(
+        db, result, alerts, share_from_env(REMOVAL_SHARE_VAR, DEFAULT_REMOVAL_SHARE)
+    )
+    if guard is None:
+        checks.append(
+            AssetCheckResult(
+                check_name=REMOVAL_CHECK,
+                passed=True,
+                metadata={"note": "no day was read: nothing removed, nothing to judge"},
+            )
+        )
+    else:
+        days = f"{result.window_start.isoformat()}" + (
+            f"..{result.window_end.isoformat()}" if result.window_end != result.window_start else ""
+        )
+        _announce(
+            context,
+            alerts,
+            guard.key,
+            guard.active,
+            details=guard.details(),
+            raised=lambda: (
+                f"⚠️ DETRAN: {guard.vanished} of {guard.before} current slots of {who} "
+                f"on {days} vanished from the portal at once ({guard.share:.0%} > "
+                f"{guard.threshold:.0%}). They are marked removed; check the portal before the "
+                "clinic acts on it."
+            ),
+            resolved=f"✅ DETRAN: the slots of {who} on {days} are back to normal "
+            f"({guard.share:.0%} missing).",
+        )
+        checks.append(
+            AssetCheckResult(
+                check_name=REMOVAL_CHECK,
+                passed=not guard.active,
+                metadata={
+                    "before": guard.before,
+                    "vanished": guard.vanished,
+                    "share": MetadataValue.float(round(guard.share, 4)),
+                    "threshold": MetadataValue.float(guard.threshold),
+                    "this_run_before": guard.run_before,
+                    "this_run_removed": guard.run_vanished,
+                    "since_earlier_run": guard.carried_over,
+                },
+            )
+        )
+    rate = failure_rate(
+        db, result.usuario_id, share_from_env(FAILURE_RATE_VAR, DEFAULT_FAILURE_RATE)
+    )
+    checks.append(
+        AssetCheckResult(
+            check_name=FAILURE_RATE_CHECK,
+            passed=not rate.too_high,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "failed_runs": rate.failed,
+                "finished_runs": rate.finished,
+                "failure_rate": MetadataValue.float(round(rate.rate, 4)),
+                "threshold": MetadataValue.float(rate.threshold),
+                "hours": rate.hours,
+            },
+        )
+    )
+    if alerts is not None:
+        alerts.db.dispose()
+    return checks
+
+
 @asset(
     key=["detran", "agenda_slots"],
     partitions_def=agenda_partitions,
@@ -166,6 +329,7 @@ def _preview(db, usuario_id: int, day: dt.date) -> str:
     pool="detran_portal",
     kinds={"postgres", "html"},
     owners=["team:data-platform"],
+    check_specs=AGENDA_CHECKS,
     description=(
         "Bookings of one examiner on one day, read from the DETRAN-SP e-CNHsp portal "
         "(Agenda Diária do Perito) into agenda_slots: deduplicated by a stable uid, unchanged "
@@ -177,7 +341,7 @@ def agenda_slots(
     context: AssetExecutionContext,
     detran_db: DatabaseResource,
     detran_portal: DetranPortalResource,
-) -> MaterializeResult:
+):
     day, usuario_id = split_partition(context.partition_key)
     db = detran_db.db
     try:
@@ -215,6 +379,8 @@ def agenda_slots(
             allow_retries=False,
         ) from None
     metadata = _sync_metadata(result, time.monotonic() - started)
+    # Yielded before a failure too: a failed run must still count in the failure-rate check.
+    yield from _guard_checks(context, db, result)
     if result.status == "failed":
         raise Failure(
             description=f"{day.isoformat()} of examiner {usuario_id} was not synced: {result.error}"
@@ -225,7 +391,7 @@ def agenda_slots(
     if result.status == "partial":
         context.log.warning(f"partial sync: {result.error}")
     metadata["preview"] = MetadataValue.md(_preview(db, usuario_id, day))
-    return MaterializeResult(metadata=metadata)
+    yield MaterializeResult(metadata=metadata)
 
 
 @asset(

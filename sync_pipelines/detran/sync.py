@@ -92,6 +92,7 @@ class DayOutcome:
     unchanged: int = 0
     removed: int = 0
     touched: int = 0
+    current_before: int = 0  # the examiner's current slots of the day before this read
     error: str | None = None
     error_kind: str | None = None
     saved_page: str | None = None
@@ -107,6 +108,7 @@ class SyncResult:
     days: list[DayOutcome] = field(default_factory=list)
     row_problems: list[dict] = field(default_factory=list)
     error: str | None = None
+    fatal_kind: str | None = None  # the exception class that stopped the run, if any
     logins: int = 0
     session_reused: bool = False
     pages_saved: list[str] = field(default_factory=list)
@@ -191,6 +193,7 @@ class _Run:
                     break
         except (PortalError, HttpError, CredentialsKeyError) as exc:
             fatal = f"{type(exc).__name__}: {redact(exc)}"
+            self.result.fatal_kind = type(exc).__name__
             log.warning("examiner %s: %s", self.examiner.usuario_id, fatal)
         except Exception as exc:  # recorded in the run log, then re-raised for the caller
             fatal = f"{type(exc).__name__}: {redact(exc)}"
@@ -382,6 +385,15 @@ class _Run:
         uids = [r["external_uid"] for r in built.rows]
         key = {"s": SOURCE, "u": usuario_id, "d": agenda.date}
         with self.db.begin() as conn:
+            # Counted before the upsert, for the removal guard (guards.py): the share of the
+            # day's current bookings this read makes vanish.
+            current_before = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM agenda_slots"
+                    " WHERE source = :s AND usuario_id = :u AND data = :d AND is_current"
+                ),
+                key,
+            ).scalar_one()
             upserted = bulk_upsert(
                 conn,
                 f"{self.db.schema}.agenda_slots" if self.db.schema else "agenda_slots",
@@ -442,6 +454,7 @@ class _Run:
             unchanged=upserted.unchanged,
             removed=removed,
             touched=touched,
+            current_before=current_before,
         )
 
 

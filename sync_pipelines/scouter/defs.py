@@ -14,6 +14,11 @@
 - ``gestao_scouter_error_purge`` schedule: deletes error rows older than the retention.
 - ``gestao_scouter_reverse_sync`` job + sensor: optional, off unless
   ``GESTAO_SCOUTER_REVERSE_SYNC=true``.
+- ``no_stuck_export_jobs`` check on ``leads_export`` (job ``gestao_scouter_stuck_jobs``,
+  launched by the ``gestao_scouter_stuck_jobs_sensor`` only when there is something to do):
+  a job ``running`` without progress for ``GESTAO_SCOUTER_STUCK_AFTER_MINUTES`` (60) is
+  moved to ``failed`` with the reason in ``pause_reason``, the admins get one message, and
+  the check stays failed until the job is resumed (then one "resolved" message).
 """
 
 import datetime as dt
@@ -22,11 +27,13 @@ import os
 from typing import Any
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     Config,
     ConfigurableResource,
     DagsterRunStatus,
@@ -45,6 +52,7 @@ from dagster import (
     SensorResult,
     SkipReason,
     asset,
+    asset_check,
     define_asset_job,
     job,
     op,
@@ -52,7 +60,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from ..resources import DatabaseResource
+from ..lib.alerts import AlertRecord, AlertState, announce
+from ..resources import DatabaseResource, TelegramResource
 from . import jobs as export_jobs
 from .client import GestaoScouterClient, settings_from_env
 from .export import ExportAborted, export_day
@@ -60,6 +69,13 @@ from .mapping import FieldMapping, MappingError, resolve_mapping
 from .reverse import reverse_sync
 from .schema import check_connection, compare_schemas
 from .source import source_columns, today_sao_paulo
+from .stuck import (
+    fail_stuck_job,
+    job_statuses,
+    stuck_after_from_env,
+    stuck_job_marks,
+    stuck_jobs,
+)
 
 TZ = "America/Sao_Paulo"
 GROUP = "gestao_scouter"
@@ -274,9 +290,94 @@ def leads_export(
     )
 
 
+STUCK_ALERT = "scouter:stuck_export_job:"
+
+
+def _flagged_jobs(alerts: AlertState) -> dict[int, AlertRecord]:
+    """Export jobs whose stuck alert is active: job id -> the alert."""
+    return {int(a.condition_key.removeprefix(STUCK_ALERT)): a for a in alerts.active(STUCK_ALERT)}
+
+
+@asset_check(
+    asset=EXPORT_KEY,
+    name="no_stuck_export_jobs",
+    description="Fails while an export job stopped making progress: a job 'running' with no "
+    "progress for GESTAO_SCOUTER_STUCK_AFTER_MINUTES (60) is moved to 'failed' (reason in "
+    "pause_reason) and stays flagged until it is resumed or reset.",
+)
+def no_stuck_export_jobs(
+    context: AssetCheckExecutionContext,
+    tabuladormax_db: DatabaseResource,
+    control_db: DatabaseResource,
+    telegram: TelegramResource,
+) -> AssetCheckResult:
+    db = tabuladormax_db.db
+    after = stuck_after_from_env()
+    alerts = AlertState(control_db.db)
+
+    def send(text: str) -> None:
+        telegram.notify_admins(text, context.log)
+
+    moved = []
+    for job_row in stuck_jobs(db, after):
+        failed = fail_stuck_job(db, job_row, after)
+        if failed is None:
+            continue  # it made progress meanwhile
+        moved.append(failed.id)
+        context.log.warning(f"export job {failed.id}: {failed.pause_reason}")
+        announce(
+            alerts,
+            f"{STUCK_ALERT}{failed.id}",
+            True,
+            raised=f"⚠️ Gestão Scouter: export job {failed.id} was stuck (no progress for more "
+            f"than {int(after.total_seconds() // 60)} min) and is now failed. {failed.pause_reason}",
+            resolved="",
+            send=send,
+            details={"job_id": failed.id, "last_completed_date": failed.last_completed_date},
+        )
+    flagged = _flagged_jobs(alerts)
+    statuses = job_statuses(db, list(flagged))
+    waiting = []
+    for job_id, alert in flagged.items():
+        status = statuses.get(job_id, "deleted")
+        if status == "failed":
+            waiting.append(job_id)
+            continue
+        announce(
+            alerts,
+            alert.condition_key,
+            False,
+            raised="",
+            resolved=f"✅ Gestão Scouter: export job {job_id} is {status} again.",
+            send=send,
+        )
+    return AssetCheckResult(
+        passed=not waiting,
+        metadata={
+            "moved_to_failed_now": len(moved),
+            "stuck_jobs_awaiting_resume": len(waiting),
+            "job_ids": MetadataValue.text(", ".join(map(str, sorted(waiting))) or "-"),
+            "stuck_after_minutes": int(after.total_seconds() // 60),
+            "how_to_fix": MetadataValue.text(
+                "Look at the job's last run, then resume it: gestao_scouter_export_control "
+                "with action=resume and its job_id (completed days are not sent again)."
+            ),
+        },
+    )
+
+
+stuck_jobs_job = define_asset_job(
+    "gestao_scouter_stuck_jobs",
+    selection=AssetSelection.checks(no_stuck_export_jobs),
+    description="Flags export jobs stuck in 'running' (check no_stuck_export_jobs).",
+)
+
+
 gestao_scouter_export = define_asset_job(
     "gestao_scouter_export",
-    selection=[SCHEMA_KEY, EXPORT_KEY],
+    # The stuck-jobs check runs on its own (sensor below), not in every day's export run.
+    selection=AssetSelection.assets(SCHEMA_KEY, EXPORT_KEY)
+    - AssetSelection.checks(no_stuck_export_jobs),
     description="Schema validation (blocking), then the day's export. One run per day.",
 )
 
@@ -501,10 +602,52 @@ def gestao_scouter_reverse_sync_sensor(
     return RunRequest(run_key=f"gs-reverse-{change}")
 
 
+@sensor(
+    job=stuck_jobs_job,
+    minimum_interval_seconds=300,
+    # Running by default: the point is to be told. A tick is two small SELECTs, and a run
+    # (of the check) is launched only when a job looks stuck or a flagged one was resumed,
+    # so the Runs page is not filled with a run every few minutes.
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Launches the no_stuck_export_jobs check when an export job looks stuck or a "
+    "flagged one was resumed.",
+)
+def gestao_scouter_stuck_jobs_sensor(
+    context: SensorEvaluationContext,
+    tabuladormax_db: DatabaseResource,
+    control_db: DatabaseResource,
+):
+    db = tabuladormax_db.db
+    stuck = stuck_job_marks(db, stuck_after_from_env())
+    flagged = _flagged_jobs(AlertState(control_db.db))
+    statuses = job_statuses(db, list(flagged))
+    moved_on = {j: a for j, a in flagged.items() if statuses.get(j) != "failed"}
+    if not stuck and not moved_on:
+        return SkipReason(f"no stuck export job; {len(flagged)} flagged, awaiting resume")
+    # The run key names the episode (last progress; time of the flag), so one state is
+    # checked once and a later episode of the same job again.
+    key = ";".join(
+        [f"stuck-{job_id}@{progress.isoformat()}" for job_id, progress in stuck]
+        + [f"moved-{j}@{a.since.isoformat()}" for j, a in sorted(moved_on.items())]
+    )
+    return RunRequest(run_key=key)
+
+
 defs = Definitions(
     assets=[schema_validation, leads_export],
-    jobs=[gestao_scouter_export, export_control_job, error_purge_job, reverse_sync_job],
-    sensors=[gestao_scouter_export_driver, gestao_scouter_reverse_sync_sensor],
+    asset_checks=[no_stuck_export_jobs],
+    jobs=[
+        gestao_scouter_export,
+        export_control_job,
+        error_purge_job,
+        reverse_sync_job,
+        stuck_jobs_job,
+    ],
+    sensors=[
+        gestao_scouter_export_driver,
+        gestao_scouter_reverse_sync_sensor,
+        gestao_scouter_stuck_jobs_sensor,
+    ],
     schedules=[error_purge_schedule],
     resources={"gestao_scouter": GestaoScouterResource()},
 )

@@ -227,7 +227,9 @@ def export_day(
             db, day, mapping.source_columns, source_columns, after=after, page_size=page_size
         ):
             for start in range(0, len(page), batch_size):
-                if job_status(db, job_id) == "paused":
+                # Paused by a user, or failed by the stuck-job guard while this run was
+                # alive somewhere: stop before the next batch either way.
+                if job_status(db, job_id) in ("paused", "failed"):
                     result.paused = True
                     return result
                 batch = page[start : start + batch_size]

@@ -9,6 +9,11 @@
 - ``tiny/import_failure_retries``: every 5 minutes, failed imports whose backoff elapsed.
 - ``tiny/integrity_report``: daily, API vs table per status; imports what is missing and
   fixes stale statuses.
+
+Guards (issue 10): every asset stops early when Tiny fails ``TINY_CIRCUIT_BREAKER_FAILURES``
+(5) calls in a row; the run fails with the reason and the resume point in the failure's
+metadata. A refused token renewal (``invalid_grant``) fails the run and alerts the admins
+once, with the re-authorization steps; the next successful Tiny run sends "resolved".
 """
 
 import datetime as dt
@@ -24,6 +29,7 @@ from dagster import (
     ConfigurableResource,
     DefaultScheduleStatus,
     Definitions,
+    Failure,
     MaterializeResult,
     MetadataValue,
     MonthlyPartitionsDefinition,
@@ -33,9 +39,11 @@ from dagster import (
 )
 from pydantic import Field
 
+from ..lib.alerts import AlertState, announce
 from ..lib.db import Database
-from ..resources import DatabaseResource
-from .client import TinyClient, build_client, settings_from_env
+from ..resources import DatabaseResource, TelegramResource
+from .breaker import CircuitOpen
+from .client import TinyClient, TinyReauthorizationRequired, build_client, settings_from_env
 from .parse import ALL_STATUSES
 from .sync import (
     MAX_ATTEMPTS,
@@ -89,13 +97,61 @@ TINY_ASSET = {
 }
 
 
-@contextmanager
-def _client(tiny_api: "TinyApiResource", tiny_db: DatabaseResource, control_db: DatabaseResource):
-    client = tiny_api.client(tiny_db.db, control_db.db)
+REAUTHORIZATION_ALERT = "tiny:reauthorization_required"
+
+
+def _reauthorization_alert(context, control_db: DatabaseResource, needed: bool, why: str = ""):
+    """One admin message when the authorization is lost, one when it works again.
+
+    The Telegram resource is built here from the environment (as the shared ``telegram``
+    resource is) rather than injected, so Tiny's assets need no extra resource key. An
+    alert problem is logged, never raised: it must not hide the run's own outcome.
+    """
+    telegram = TelegramResource()
     try:
-        yield client
-    finally:
-        client.close()
+        announce(
+            AlertState(control_db.db),
+            REAUTHORIZATION_ALERT,
+            needed,
+            raised=lambda: (
+                f"🔴 Tiny ERP: the sync stopped, Tiny needs to be authorized again.\n{why}"
+            ),
+            resolved="✅ Tiny ERP: the authorization works again; the syncs run normally.",
+            send=lambda text: telegram.notify_admins(text, context.log),
+            details={"reason": why[:500]} if needed else None,
+        )
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        context.log.warning(f"Tiny alert state not updated: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _client(
+    context,
+    tiny_api: "TinyApiResource",
+    tiny_db: DatabaseResource,
+    control_db: DatabaseResource,
+):
+    """The Tiny client of one asset, turning the guards' stops into clear run failures."""
+    try:
+        client = tiny_api.client(tiny_db.db, control_db.db)
+        try:
+            yield client
+        finally:
+            client.close()
+    except TinyReauthorizationRequired as exc:
+        _reauthorization_alert(context, control_db, True, str(exc))
+        raise Failure(description=str(exc), allow_retries=False) from None
+    except CircuitOpen as stop:
+        metadata = {
+            "consecutive_errors": MetadataValue.int(stop.failures),
+            "last_status": MetadataValue.int(stop.last_status or 0),
+            "resume_point": MetadataValue.text(stop.resume_hint),
+        }
+        if stop.result is not None:
+            metadata |= _numeric(stop.result.metadata())
+        context.log.error(stop.reason)
+        raise Failure(description=stop.reason, metadata=metadata, allow_retries=False) from None
+    _reauthorization_alert(context, control_db, False)
 
 
 def _status_table(db: Database) -> str:
@@ -138,7 +194,7 @@ def service_orders_history(
             f"{result.details_fetched} details fetched"
         )
 
-    with _client(tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db) as client:
         result = sync_month(client, tiny_db.db, month, on_page=progress)
     return MaterializeResult(metadata=_numeric(result.metadata()))
 
@@ -165,7 +221,7 @@ def service_orders_incremental(
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
 ) -> MaterializeResult:
-    with _client(tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db) as client:
         result = sync_incremental(client, tiny_db.db, window_days=config.window_days)
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -197,7 +253,7 @@ def import_failure_retries(
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
 ) -> MaterializeResult:
-    with _client(tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db) as client:
         result = retry_failures(client, tiny_db.db)
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
@@ -236,7 +292,7 @@ def integrity_report(
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
 ) -> MaterializeResult:
-    with _client(tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db) as client:
         report = check_integrity(client, tiny_db.db)
     table = ["| situacao | name | API | table |", "|---|---|---:|---:|"]
     table += [

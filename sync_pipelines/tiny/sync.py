@@ -8,6 +8,11 @@ a final state are re-listed by status on every incremental run, whatever their a
 Each page is written in ONE transaction together with its status-history rows, its failures
 and its checkpoint, so a crash at any point leaves either the whole page or none of it, and
 the rerun resumes from the last committed page.
+
+A ``CircuitBreaker`` (breaker.py) shared by all the calls of one sync stops it when Tiny
+fails N calls in a row: the interrupted page is rolled back, and ``CircuitOpen`` says where
+the next run resumes (the month's checkpoint, the next incremental listing, or the rows
+still waiting in ``import_failures``).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import sqlalchemy as sa
 
 from ..lib.checkpoints import CheckpointStore
 from ..lib.db import Database
-from ..lib.http import HttpError
+from ..lib.http import HttpError, TransientHttpError
 from ..lib.redact import redact
 from ..lib.upsert import UpsertResult, bulk_upsert
+from .breaker import CircuitBreaker, CircuitOpen
 from .client import OrderPage, TinyApiError, TinyClient
 from .parse import (
     ALL_STATUSES,
@@ -108,6 +114,7 @@ class _Meter:
 
     def __init__(self, client: TinyClient):
         self.client = client
+        self.result = SyncResult()
         self.start = dict(client.stats)
         self.t0 = time.monotonic()
 
@@ -161,6 +168,7 @@ def _build_batch(
     result: SyncResult,
     *,
     origin: str,
+    breaker: CircuitBreaker,
     force_detail: bool = False,
 ) -> _Batch:
     batch = _Batch()
@@ -186,9 +194,21 @@ def _build_batch(
         detail: Any = None
         try:
             detail = client.get_order(order_id)
+        except HttpError as exc:
+            # Raises CircuitOpen at the threshold: the caller's transaction then rolls back
+            # this whole page, so no order of it is recorded as seen, synced or failed.
+            breaker.failed(exc)
+            batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", None))
+            continue
+        except (TinyApiError, ValueError) as exc:  # Tiny answered, with an unusable body
+            breaker.succeeded()
+            batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", None))
+            continue
+        breaker.succeeded()
+        try:
             result.details_fetched += 1
             row = order_row(item, detail)
-        except (HttpError, TinyApiError, ParseError, ValueError) as exc:
+        except (TinyApiError, ParseError, ValueError) as exc:
             batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", detail))
             continue
         row["data_conclusao"] = _conclusion(row, previous, now)
@@ -262,6 +282,36 @@ def record_failure(conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any
     )
 
 
+def _guarded(
+    fetch: Callable[[int], OrderPage], breaker: CircuitBreaker
+) -> Callable[[int], OrderPage]:
+    """A page fetch that asks again after a transient failure, until the breaker opens.
+
+    A page cannot be skipped, so the only choices are to try again or to stop; each try is
+    one more call with its own retries, counted by the breaker.
+    """
+
+    def fetch_page(offset: int) -> OrderPage:
+        while True:
+            try:
+                page = fetch(offset)
+            except HttpError as exc:
+                breaker.failed(exc)
+                if not isinstance(exc, TransientHttpError):
+                    raise
+                log.warning(
+                    "listing at offset %d failed (%d in a row): %s",
+                    offset,
+                    breaker.consecutive,
+                    exc,
+                )
+                continue
+            breaker.succeeded()
+            return page
+
+    return fetch_page
+
+
 def month_bounds(month_start: dt.date) -> tuple[dt.date, dt.date]:
     first = month_start.replace(day=1)
     next_month = (first + dt.timedelta(days=32)).replace(day=1)
@@ -274,8 +324,14 @@ def sync_month(
     month_start: dt.date,
     *,
     on_page: Callable[[SyncResult, OrderPage], None] | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> SyncResult:
-    """Load every order emitted in one month, resuming from the partition's checkpoint."""
+    """Load every order emitted in one month, resuming from the partition's checkpoint.
+
+    Raises ``CircuitOpen`` (with the resume page) when Tiny keeps failing; the checkpoint
+    then stays at the last committed page, marked failed with the reason.
+    """
+    breaker = breaker or CircuitBreaker()
     first, last = month_bounds(month_start)
     key = first.strftime("%Y-%m")
     checkpoints = CheckpointStore(db)
@@ -292,17 +348,34 @@ def sync_month(
     def fetch(off: int) -> OrderPage:
         return client.list_orders(offset=off, emitted_from=first, emitted_to=last)
 
-    for page in client.iter_pages(fetch, offset):
-        result.pages += 1
-        result.listed += len(page.items)
+    try:
+        for page in client.iter_pages(_guarded(fetch, breaker), offset):
+            result.pages += 1
+            result.listed += len(page.items)
+            with db.begin() as conn:
+                batch = _build_batch(
+                    client, conn, page.items, result, origin="historical", breaker=breaker
+                )
+                _write_batch(conn, batch, result)
+                offset = page.offset + len(page.items)
+                checkpoints.save(
+                    conn, HISTORY_PIPELINE, key, {"offset": offset, "total": page.total}
+                )
+            log.info("month %s: page %d, offset %d/%d", key, result.pages, offset, page.total)
+            if on_page:
+                on_page(result, page)
+    except CircuitOpen as stop:
+        page_number = offset // client.PAGE_SIZE + 1
+        stop.resumes(
+            f"nothing lost, the next run resumes from page {page_number} (offset {offset})",
+            meter.close(result),
+        )
         with db.begin() as conn:
-            batch = _build_batch(client, conn, page.items, result, origin="historical")
-            _write_batch(conn, batch, result)
-            offset = page.offset + len(page.items)
-            checkpoints.save(conn, HISTORY_PIPELINE, key, {"offset": offset, "total": page.total})
-        log.info("month %s: page %d, offset %d/%d", key, result.pages, offset, page.total)
-        if on_page:
-            on_page(result, page)
+            # Written explicitly: a re-check of a finished month restarted at offset 0, and
+            # its old "done" position must not make the next run skip what was not re-checked.
+            checkpoints.save(conn, HISTORY_PIPELINE, key, {"offset": offset}, status="failed")
+        checkpoints.mark_failed(HISTORY_PIPELINE, key, stop.reason)
+        raise
     checkpoints.mark_done(HISTORY_PIPELINE, key, {"offset": offset})
     return meter.close(result)
 
@@ -316,21 +389,31 @@ def _open_order_ids(conn: sa.Connection) -> dict[int, int]:
 
 
 def _sync_listing(
-    client: TinyClient, db: Database, result: SyncResult, fetch, origin: str
+    client: TinyClient,
+    db: Database,
+    result: SyncResult,
+    fetch,
+    origin: str,
+    breaker: CircuitBreaker,
 ) -> set[int]:
     seen: set[int] = set()
-    for page in client.iter_pages(fetch):
+    for page in client.iter_pages(_guarded(fetch, breaker)):
         result.pages += 1
         result.listed += len(page.items)
         with db.begin() as conn:
-            batch = _build_batch(client, conn, page.items, result, origin=origin)
+            batch = _build_batch(client, conn, page.items, result, origin=origin, breaker=breaker)
             _write_batch(conn, batch, result)
         seen.update(batch.seen)
     return seen
 
 
 def _refetch(
-    client: TinyClient, db: Database, ids: list[int], result: SyncResult, origin: str
+    client: TinyClient,
+    db: Database,
+    ids: list[int],
+    result: SyncResult,
+    origin: str,
+    breaker: CircuitBreaker,
 ) -> None:
     """Fetch orders one by one (they left the listing we expected them in), 100 per commit.
 
@@ -340,16 +423,45 @@ def _refetch(
     for start in range(0, len(ids), 100):
         items = [{"id": order_id} for order_id in ids[start : start + 100]]
         with db.begin() as conn:
-            batch = _build_batch(client, conn, items, result, origin=origin, force_detail=True)
+            batch = _build_batch(
+                client, conn, items, result, origin=origin, breaker=breaker, force_detail=True
+            )
             _write_batch(conn, batch, result)
 
 
 def sync_incremental(
-    client: TinyClient, db: Database, *, window_days: int = 7, today: dt.date | None = None
+    client: TinyClient,
+    db: Database,
+    *,
+    window_days: int = 7,
+    today: dt.date | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> SyncResult:
-    """Re-list the recent emission window and every open order, whatever its age."""
+    """Re-list the recent emission window and every open order, whatever its age.
+
+    Raises ``CircuitOpen`` when Tiny keeps failing; the next run re-lists everything, so
+    stopping loses nothing (the "last incremental run" mark is not moved).
+    """
     meter = _Meter(client)
-    result = SyncResult()
+    breaker = breaker or CircuitBreaker()
+    try:
+        return _incremental(client, db, window_days, today, breaker, meter)
+    except CircuitOpen as stop:
+        raise stop.resumes(
+            "nothing lost, the next incremental run lists the window and the open orders again",
+            meter.close(meter.result),
+        ) from None
+
+
+def _incremental(
+    client: TinyClient,
+    db: Database,
+    window_days: int,
+    today: dt.date | None,
+    breaker: CircuitBreaker,
+    meter: _Meter,
+) -> SyncResult:
+    result = meter.result
     today = today or dt.datetime.now(SAO_PAULO).date()
     since = today - dt.timedelta(days=window_days)
     with db.connect() as conn:
@@ -360,6 +472,7 @@ def sync_incremental(
         result,
         lambda off: client.list_orders(offset=off, emitted_from=since, emitted_to=today),
         "incremental",
+        breaker,
     )
     for status in OPEN_STATUSES:
         seen |= _sync_listing(
@@ -368,6 +481,7 @@ def sync_incremental(
             result,
             lambda off, s=status: client.list_orders(offset=off, situacao=s),
             "incremental",
+            breaker,
         )
     # An open order that no listing showed has moved (usually into a final state) or shifted
     # between offset pages while it changed: fetch each one directly so none is lost.
@@ -376,7 +490,7 @@ def sync_incremental(
         log.info(
             "%d open orders were not in their listings; fetching them one by one", len(vanished)
         )
-        _refetch(client, db, vanished, result, "incremental")
+        _refetch(client, db, vanished, result, "incremental", breaker)
     with db.begin() as conn:
         conn.execute(
             sa.text(
@@ -389,11 +503,21 @@ def sync_incremental(
 
 
 def retry_failures(
-    client: TinyClient, db: Database, *, max_attempts: int = MAX_ATTEMPTS, limit: int = 500
+    client: TinyClient,
+    db: Database,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    limit: int = 500,
+    breaker: CircuitBreaker | None = None,
 ) -> SyncResult:
-    """Retry failed imports whose backoff has elapsed; after ``max_attempts`` they wait for a person."""
+    """Retry failed imports whose backoff has elapsed; after ``max_attempts`` they wait for a person.
+
+    Raises ``CircuitOpen`` when Tiny keeps failing; the orders not reached stay in
+    ``import_failures`` as they were (the interrupted batch does not count as an attempt).
+    """
     meter = _Meter(client)
-    result = SyncResult()
+    breaker = breaker or CircuitBreaker()
+    result = meter.result
     with db.connect() as conn:
         due = (
             conn.execute(
@@ -408,7 +532,13 @@ def retry_failures(
             .all()
         )
     if due:
-        _refetch(client, db, list(due), result, "retry")
+        try:
+            _refetch(client, db, list(due), result, "retry", breaker)
+        except CircuitOpen as stop:
+            raise stop.resumes(
+                "nothing lost, the failed imports stay in import_failures for the next retry run",
+                meter.close(result),
+            ) from None
     return meter.close(result)
 
 
@@ -452,17 +582,32 @@ def _db_statuses(db: Database) -> dict[int, int]:
         }
 
 
-def check_integrity(client: TinyClient, db: Database) -> IntegrityReport:
+def check_integrity(
+    client: TinyClient, db: Database, *, breaker: CircuitBreaker | None = None
+) -> IntegrityReport:
     """Per status 0–7, compare the API's ids with the table; import missing orders and fix
-    stale statuses (with history rows)."""
+    stale statuses (with history rows). Raises ``CircuitOpen`` when Tiny keeps failing."""
     meter = _Meter(client)
-    report = IntegrityReport()
+    breaker = breaker or CircuitBreaker()
+    try:
+        return _integrity(client, db, breaker, meter)
+    except CircuitOpen as stop:
+        raise stop.resumes(
+            "nothing lost, the next integrity run compares everything again",
+            meter.close(meter.result),
+        ) from None
+
+
+def _integrity(
+    client: TinyClient, db: Database, breaker: CircuitBreaker, meter: _Meter
+) -> IntegrityReport:
+    report = IntegrityReport(sync=meter.result)
     listed: dict[int, Mapping[str, Any]] = {}
     listed_status: dict[int, int] = {}
     for status in ALL_STATUSES:
         count = 0
         for page in client.iter_pages(
-            lambda off, s=status: client.list_orders(offset=off, situacao=s)
+            _guarded(lambda off, s=status: client.list_orders(offset=off, situacao=s), breaker)
         ):
             report.sync.pages += 1
             for item in page.items:
@@ -479,7 +624,13 @@ def check_integrity(client: TinyClient, db: Database) -> IntegrityReport:
             items = [listed[i] for i in ids[start : start + 100]]
             with db.begin() as conn:
                 batch = _build_batch(
-                    client, conn, items, report.sync, origin="integrity", force_detail=True
+                    client,
+                    conn,
+                    items,
+                    report.sync,
+                    origin="integrity",
+                    breaker=breaker,
+                    force_detail=True,
                 )
                 _write_batch(conn, batch, report.sync)
             ok = len(batch.rows)
