@@ -44,7 +44,7 @@ def create_appointments(db: Database, usuario_id: int, day: dt.date) -> Appointm
     with db.begin() as conn:
         conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(:k)"),
-            {"k": lock_key(f"detran:appointments:{usuario_id}")},
+            {"k": lock_key(f"{db.schema or ''}/detran:appointments:{usuario_id}")},
         )
         result.linked_existing = conn.execute(
             sa.text(

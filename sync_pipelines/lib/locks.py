@@ -27,12 +27,19 @@ def lock_key(name: str) -> int:
 
 
 class AdvisoryLock:
-    """``with AdvisoryLock(db, "detran:examiner:ABC12"):`` — held for the block, always released."""
+    """``with AdvisoryLock(db, "detran:examiner:ABC12"):`` — held for the block, always released.
+
+    Advisory locks are server-wide, so the key also names the role's schema (MySQL: the
+    database): two deployments or sandboxes sharing one server never block each other, while
+    every worker of one deployment (same schema) does.
+    """
 
     def __init__(self, db: Database, name: str, *, holder_hint: str = ""):
         self.db = db
         self.name = name
         self.holder_hint = holder_hint
+        scope = db.schema if db.is_postgres else db.engine.url.database
+        self._scoped = f"{scope or ''}/{name}"
         self._conn: sa.Connection | None = None
 
     def acquire(self) -> AdvisoryLock:
@@ -42,7 +49,7 @@ class AdvisoryLock:
         try:
             if self.db.is_postgres:
                 got = conn.execute(
-                    sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.name)}
+                    sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self._scoped)}
                 ).scalar()
             else:
                 got = (
@@ -67,7 +74,8 @@ class AdvisoryLock:
 
     def _mysql_name(self) -> str:
         # MySQL lock names are limited to 64 characters.
-        return self.name if len(self.name) <= 64 else hashlib.sha1(self.name.encode()).hexdigest()
+        scoped = self._scoped
+        return scoped if len(scoped) <= 64 else hashlib.sha1(scoped.encode()).hexdigest()
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -75,7 +83,9 @@ class AdvisoryLock:
             return
         try:
             if self.db.is_postgres:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(self.name)})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(self._scoped)}
+                )
             else:
                 conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": self._mysql_name()})
             conn.commit()

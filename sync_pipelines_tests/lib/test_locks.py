@@ -90,3 +90,19 @@ def test_separate_engines_see_the_same_lock(pg_url, pg_db):
                 AdvisoryLock(other, "shared").acquire()
     finally:
         other.dispose()
+
+
+def test_same_name_in_two_schemas_does_not_collide(pg_url, pg_db, pg_admin):
+    import uuid
+
+    other_schema = f"t_{uuid.uuid4().hex[:10]}"
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{other_schema}"')
+    other = create_database("test", pg_url, other_schema)
+    try:
+        with AdvisoryLock(pg_db, "examiner:1"), AdvisoryLock(other, "examiner:1") as second:
+            assert second.held
+    finally:
+        other.dispose()
+        with pg_admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{other_schema}" CASCADE')
