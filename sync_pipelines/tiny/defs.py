@@ -100,14 +100,19 @@ TINY_ASSET = {
 REAUTHORIZATION_ALERT = "tiny:reauthorization_required"
 
 
-def _reauthorization_alert(context, control_db: DatabaseResource, needed: bool, why: str = ""):
+def _reauthorization_alert(
+    context,
+    telegram: TelegramResource,
+    control_db: DatabaseResource,
+    needed: bool,
+    why: str = "",
+):
     """One admin message when the authorization is lost, one when it works again.
 
-    The Telegram resource is built here from the environment (as the shared ``telegram``
-    resource is) rather than injected, so Tiny's assets need no extra resource key. An
-    alert problem is logged, never raised: it must not hide the run's own outcome.
+    Sent through the project's ``telegram`` resource (which never raises and skips with a
+    logged reason when unconfigured); the alert state lives in ``control_db``. An alert
+    problem is logged, never raised: it must not hide the run's own outcome.
     """
-    telegram = TelegramResource()
     try:
         announce(
             AlertState(control_db.db),
@@ -130,6 +135,7 @@ def _client(
     tiny_api: "TinyApiResource",
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
+    telegram: TelegramResource,
 ):
     """The Tiny client of one asset, turning the guards' stops into clear run failures."""
     try:
@@ -139,7 +145,7 @@ def _client(
         finally:
             client.close()
     except TinyReauthorizationRequired as exc:
-        _reauthorization_alert(context, control_db, True, str(exc))
+        _reauthorization_alert(context, telegram, control_db, True, str(exc))
         raise Failure(description=str(exc), allow_retries=False) from None
     except CircuitOpen as stop:
         metadata = {
@@ -151,7 +157,7 @@ def _client(
             metadata |= _numeric(stop.result.metadata())
         context.log.error(stop.reason)
         raise Failure(description=stop.reason, metadata=metadata, allow_retries=False) from None
-    _reauthorization_alert(context, control_db, False)
+    _reauthorization_alert(context, telegram, control_db, False)
 
 
 def _status_table(db: Database) -> str:
@@ -185,6 +191,7 @@ def service_orders_history(
     tiny_api: TinyApiResource,
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
+    telegram: TelegramResource,
 ) -> MaterializeResult:
     month = dt.date.fromisoformat(context.partition_key)
 
@@ -194,7 +201,7 @@ def service_orders_history(
             f"{result.details_fetched} details fetched"
         )
 
-    with _client(context, tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = sync_month(client, tiny_db.db, month, on_page=progress)
     return MaterializeResult(metadata=_numeric(result.metadata()))
 
@@ -220,8 +227,9 @@ def service_orders_incremental(
     tiny_api: TinyApiResource,
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
+    telegram: TelegramResource,
 ) -> MaterializeResult:
-    with _client(context, tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = sync_incremental(client, tiny_db.db, window_days=config.window_days)
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -252,8 +260,9 @@ def import_failure_retries(
     tiny_api: TinyApiResource,
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
+    telegram: TelegramResource,
 ) -> MaterializeResult:
-    with _client(context, tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = retry_failures(client, tiny_db.db)
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
@@ -291,8 +300,9 @@ def integrity_report(
     tiny_api: TinyApiResource,
     tiny_db: DatabaseResource,
     control_db: DatabaseResource,
+    telegram: TelegramResource,
 ) -> MaterializeResult:
-    with _client(context, tiny_api, tiny_db, control_db) as client:
+    with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         report = check_integrity(client, tiny_db.db)
     table = ["| situacao | name | API | table |", "|---|---|---:|---:|"]
     table += [

@@ -22,7 +22,7 @@ from sync_pipelines.detran.defs import (
 )
 from sync_pipelines.detran.examiners import save_examiner
 from sync_pipelines.lib.migrations import migrate
-from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.resources import DatabaseResource, TelegramResource
 from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART, TelegramSimulator
 
 from .conftest import DOCTOR, PSYCHOLOGIST
@@ -78,6 +78,8 @@ def run(instance, day, usuario_id=DOCTOR.usuario_id):
         resources={
             "detran_db": DatabaseResource(role="detran"),
             "detran_portal": DetranPortalResource(),
+            "telegram": TelegramResource(),
+            "control_db": DatabaseResource(role="control"),
         },
         raise_on_error=False,
     )

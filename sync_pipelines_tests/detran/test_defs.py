@@ -30,7 +30,7 @@ from sync_pipelines.detran.defs import (
 from sync_pipelines.detran.examiners import save_examiner
 from sync_pipelines.detran.sync import lock_name
 from sync_pipelines.lib.locks import AdvisoryLock
-from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.resources import DatabaseResource, TelegramResource
 
 from .conftest import DOCTOR, PSYCHOLOGIST
 
@@ -54,7 +54,12 @@ def instance():
 
 
 def resources():
-    return {"detran_db": DatabaseResource(role="detran"), "detran_portal": DetranPortalResource()}
+    return {
+        "detran_db": DatabaseResource(role="detran"),
+        "detran_portal": DetranPortalResource(),
+        "telegram": TelegramResource(),
+        "control_db": DatabaseResource(role="control"),
+    }
 
 
 def today() -> dt.date:

@@ -13,7 +13,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 from sync_pipelines.lib.db import create_database
 from sync_pipelines.lib.http import PermanentHttpError, RetryPolicy, TransientHttpError
 from sync_pipelines.lib.migrations import migrate
-from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.resources import DatabaseResource, TelegramResource
 from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART, TelegramSimulator
 from sync_pipelines.sandbox.tiny_sim import API_PREFIX, TINY_PART, TinySimulator
 from sync_pipelines.tiny.breaker import CircuitBreaker, CircuitOpen
@@ -197,6 +197,7 @@ RESOURCES = {
     "tiny_api": TinyApiResource(),
     "tiny_db": DatabaseResource(role="tiny"),
     "control_db": DatabaseResource(role="control"),
+    "telegram": TelegramResource(),
 }
 
 

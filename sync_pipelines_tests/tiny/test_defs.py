@@ -9,7 +9,7 @@ from dagster import DagsterInstance, materialize
 
 from sync_pipelines.lib.db import create_database
 from sync_pipelines.lib.migrations import migrate
-from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.resources import DatabaseResource, TelegramResource
 from sync_pipelines.sandbox.tiny_sim import SANDBOX_CLIENT_SECRET, TINY_PART, TinySimulator
 from sync_pipelines.tiny.defs import (
     TinyApiResource,
@@ -42,6 +42,7 @@ RESOURCES = {
     "tiny_api": TinyApiResource(),
     "tiny_db": DatabaseResource(role="tiny"),
     "control_db": DatabaseResource(role="control"),
+    "telegram": TelegramResource(),
 }
 
 

@@ -1,0 +1,166 @@
+"""The DETRAN assets: ``detran/agenda_slots`` (portal → agenda_slots, with its checks) and
+``detran/agendamentos`` (available slots → the clinic's appointments)."""
+
+import datetime as dt
+import time
+
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+
+from ...lib.locks import LockNotAvailable
+from ...lib.redact import mask_cpf
+from ...resources import DatabaseResource, TelegramResource
+from ..appointments import create_appointments
+from ..client import PortalClient
+from ..examiners import ExaminerNotFound, get_examiner
+from ..sessions import SessionCache
+from ..sync import SyncResult, describe_examiner, sync_examiner
+from .checks import AGENDA_CHECKS, guard_checks
+from .partitions import agenda_partitions, split_partition
+from .resources import DetranPortalResource
+
+
+def _sync_metadata(result: SyncResult, seconds: float) -> dict:
+    day = result.days[0] if result.days else None
+    return {
+        "status": MetadataValue.text(result.status),
+        "inserted": MetadataValue.int(result.totals["inserted"]),
+        "updated": MetadataValue.int(result.totals["updated"]),
+        "unchanged": MetadataValue.int(result.totals["unchanged"]),
+        "removed": MetadataValue.int(result.totals["removed"]),
+        "bookings_on_portal": MetadataValue.int(sum(d.bookings for d in result.days)),
+        "rows_not_stored": MetadataValue.int(len(result.row_problems)),
+        "logins": MetadataValue.int(result.logins),
+        "session_reused": MetadataValue.bool(result.session_reused),
+        "duration_seconds": MetadataValue.float(round(seconds, 3)),
+        "agenda_sync_run_id": MetadataValue.int(result.run_id),
+        "last_seen_refreshed": MetadataValue.int(day.touched if day else 0),
+    }
+
+
+def _preview(db, usuario_id: int, day: dt.date) -> str:
+    import sqlalchemy as sa
+
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT hora, status, payload->>'cpf' AS cpf, payload->>'categoria' AS categoria,"
+                " payload->>'tipo_processo' AS tipo FROM agenda_slots"
+                " WHERE usuario_id = :u AND data = :d ORDER BY hora, status LIMIT 40"
+            ),
+            {"u": usuario_id, "d": day},
+        ).all()
+    lines = ["| hora | status | CPF | categoria | processo |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r.hora:%H:%M} | {r.status} | {mask_cpf(r.cpf) if r.cpf else '-'} | "
+        f"{r.categoria or '-'} | {r.tipo or '-'} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+@asset(
+    key=["detran", "agenda_slots"],
+    partitions_def=agenda_partitions,
+    group_name="detran",
+    pool="detran_portal",
+    kinds={"postgres", "html"},
+    owners=["team:data-platform"],
+    check_specs=AGENDA_CHECKS,
+    description=(
+        "Bookings of one examiner on one day, read from the DETRAN-SP e-CNHsp portal "
+        "(Agenda Diária do Perito) into agenda_slots: deduplicated by a stable uid, unchanged "
+        "bookings not rewritten, vanished ones marked removed only after a successful read; "
+        "each run logged in agenda_sync_runs."
+    ),
+)
+def agenda_slots(
+    context: AssetExecutionContext,
+    detran_db: DatabaseResource,
+    detran_portal: DetranPortalResource,
+    telegram: TelegramResource,
+    control_db: DatabaseResource,
+):
+    day, usuario_id = split_partition(context.partition_key)
+    db = detran_db.db
+    try:
+        examiner = get_examiner(db, usuario_id)
+    except ExaminerNotFound as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    if not examiner.active:
+        raise Failure(
+            description=f"examiner {usuario_id} is inactive: not synced (reactivate it with "
+            "`sync-pipelines detran add-examiner --usuario-id ... --active --keep-password`)",
+            allow_retries=False,
+        )
+    settings = detran_portal.settings()
+    started = time.monotonic()
+    context.log.info(f"syncing {describe_examiner(examiner)} for {day.isoformat()}")
+    try:
+        result = sync_examiner(
+            db,
+            examiner,
+            [day],
+            portal_factory=lambda credentials: PortalClient(settings, credentials),
+            sessions=SessionCache(
+                db,
+                settings.base_url,
+                ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
+            ),
+            options=detran_portal.options(holder_hint=f"(this is Dagster run {context.run_id})"),
+        )
+    except LockNotAvailable as exc:
+        # Another run is syncing this examiner (the portal allows one session per user):
+        # stop at once without touching the portal; the next tick picks the day up.
+        raise Failure(
+            description=f"examiner {usuario_id} is already being synced by another run; this "
+            f"run stopped without reading the portal. {exc}",
+            allow_retries=False,
+        ) from None
+    metadata = _sync_metadata(result, time.monotonic() - started)
+    # Yielded before a failure too: a failed run must still count in the failure-rate check.
+    yield from guard_checks(context, db, result, telegram, control_db)
+    if result.status == "failed":
+        raise Failure(
+            description=f"{day.isoformat()} of examiner {usuario_id} was not synced: {result.error}"
+            " (nothing was marked removed; see agenda_sync_runs.error_details)",
+            metadata=metadata,
+            allow_retries=False,
+        )
+    if result.status == "partial":
+        context.log.warning(f"partial sync: {result.error}")
+    metadata["preview"] = MetadataValue.md(_preview(db, usuario_id, day))
+    yield MaterializeResult(metadata=metadata)
+
+
+@asset(
+    key=["detran", "agendamentos"],
+    deps=[agenda_slots],
+    partitions_def=agenda_partitions,
+    group_name="detran",
+    kinds={"postgres"},
+    owners=["team:data-platform"],
+    description=(
+        "The clinic's appointments made from the examiner's current available slots of the "
+        "day: idempotent, linked through agenda_slots.agendamento_id, never a second "
+        "appointment for the same CPF and time."
+    ),
+)
+def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) -> MaterializeResult:
+    day, usuario_id = split_partition(context.partition_key)
+    started = time.monotonic()
+    result = create_appointments(detran_db.db, usuario_id, day)
+    if result.removed_with_appointment:
+        context.log.warning(
+            f"{result.removed_with_appointment} slot(s) with an appointment were removed from "
+            "the portal: check those appointments"
+        )
+    return MaterializeResult(
+        metadata={
+            "created": MetadataValue.int(result.created),
+            "linked_existing": MetadataValue.int(result.linked_existing),
+            "already_linked": MetadataValue.int(result.already_linked),
+            "without_cpf": MetadataValue.int(result.without_cpf),
+            "removed_with_appointment": MetadataValue.int(result.removed_with_appointment),
+            "duration_seconds": MetadataValue.float(round(time.monotonic() - started, 3)),
+        }
+    )
