@@ -1,0 +1,231 @@
+"""What runs by itself: the export driver sensor, the error purge schedule, the stuck-jobs
+sensor (and the job of its check), and the optional reverse sync (job + sensor)."""
+
+import os
+
+from dagster import (
+    AssetSelection,
+    Config,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    OpExecutionContext,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    job,
+    op,
+    sensor,
+)
+from pydantic import Field
+
+from ...lib.alerts import AlertState
+from ...resources import DatabaseResource
+from .. import jobs as export_jobs
+from ..client import GestaoScouterClient, settings_from_env
+from ..reverse import reverse_sync
+from ..source import today_sao_paulo
+from ..stuck import stuck_after_from_env, stuck_job_marks
+from .assets import flagged_jobs, gestao_scouter_export, no_stuck_export_jobs
+from .partitions import TZ
+from .resources import GestaoScouterResource, mapping_for
+
+JOB_TAG = "gestao_scouter/export_job"
+GENERATION_TAG = "gestao_scouter/generation"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+
+
+def _run_in_progress(instance: DagsterInstance, **filters) -> bool:
+    """Whether a run matching ``filters`` (RunsFilter fields) has not finished yet."""
+    return bool(instance.get_runs(RunsFilter(statuses=_UNFINISHED, **filters), limit=1))
+
+
+@sensor(
+    job=gestao_scouter_export,
+    minimum_interval_seconds=30,
+    # Users start exports from the control job and expect them to run: a stopped driver
+    # would leave every job pending. With no active job a tick is one small SELECT.
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Runs each active export job's next day, one run per job at a time, in order.",
+)
+def gestao_scouter_export_driver(
+    context: SensorEvaluationContext, tabuladormax_db: DatabaseResource
+) -> SensorResult | SkipReason:
+    db = tabuladormax_db.db
+    today = today_sao_paulo()
+    requests = []
+    for job_row in export_jobs.list_jobs(db, export_jobs.ACTIVE):
+        if job_row.origin != "control":
+            continue
+        tags = {JOB_TAG: str(job_row.id), GENERATION_TAG: str(job_row.generation)}
+        if _run_in_progress(context.instance, tags={JOB_TAG: str(job_row.id)}):
+            continue  # its current day is still running
+        day = job_row.next_day(today)
+        if day is None:
+            export_jobs.complete_job(db, job_row.id)
+            context.log.info(f"export job {job_row.id} completed")
+            continue
+        latest = context.instance.get_runs(RunsFilter(tags=tags), limit=1)
+        if (
+            latest
+            and latest[0].tags.get("dagster/partition") == day.isoformat()
+            and latest[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+        ):
+            # Failed before the export could record it (blocking schema check, connection):
+            # stop here instead of re-requesting the same run key forever.
+            export_jobs.fail_job(
+                db, job_row.id, f"run {latest[0].run_id} for {day} failed: see its log, fix, resume"
+            )
+            continue
+        config = {"config": {"job_id": job_row.id}}
+        requests.append(
+            RunRequest(
+                run_key=f"gs-export-{job_row.id}-g{job_row.generation}-{day.isoformat()}",
+                partition_key=day.isoformat(),
+                run_config={
+                    "ops": {
+                        "gestao_scouter__schema_validation": config,
+                        "gestao_scouter__leads_export": config,
+                    }
+                },
+                tags=tags,
+            )
+        )
+    if not requests:
+        return SkipReason("no export job has a day to run")
+    return SensorResult(run_requests=requests)
+
+
+class PurgeConfig(Config):
+    retention_days: int = Field(
+        default=0, description="Keep this many days; 0 = GESTAO_SCOUTER_ERROR_RETENTION_DAYS (90)."
+    )
+
+
+@op(description="Delete gestao_scouter_export_errors rows older than the retention.")
+def purge_export_errors(
+    context: OpExecutionContext, config: PurgeConfig, tabuladormax_db: DatabaseResource
+) -> None:
+    days = config.retention_days or int(os.environ.get("GESTAO_SCOUTER_ERROR_RETENTION_DAYS", "90"))
+    deleted = export_jobs.purge_errors(tabuladormax_db.db, days)
+    context.log.info(f"purged {deleted} export error rows older than {days} days")
+
+
+@job(name="gestao_scouter_error_purge", description="Purge old Gestão Scouter export errors.")
+def error_purge_job() -> None:
+    purge_export_errors()
+
+
+error_purge_schedule = ScheduleDefinition(
+    name="gestao_scouter_error_purge_daily",
+    job=error_purge_job,
+    cron_schedule="30 3 * * *",
+    execution_timezone=TZ,
+    # Housekeeping the users asked for (90-day log): it runs unless someone stops it.
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+
+@op(description="Write leads changed in Gestão Scouter back to TabuladorMax (loop-safe).")
+def reverse_sync_leads(
+    context: OpExecutionContext,
+    gestao_scouter: GestaoScouterResource,
+    tabuladormax_db: DatabaseResource,
+) -> None:
+    if not _env_flag("GESTAO_SCOUTER_REVERSE_SYNC"):
+        context.log.info("GESTAO_SCOUTER_REVERSE_SYNC is off: nothing done")
+        return
+    _, mapping = mapping_for(tabuladormax_db.db, None)
+    with gestao_scouter.client() as client:
+        result = reverse_sync(tabuladormax_db.db, client, mapping)
+    context.log.info(
+        f"reverse sync: {result.seen} changed rows seen, {result.written} written to "
+        f"TabuladorMax, {result.skipped_own} were the export's own, {result.skipped_older} older"
+    )
+
+
+@job(name="gestao_scouter_reverse_sync", description="Gestão Scouter → TabuladorMax (optional).")
+def reverse_sync_job() -> None:
+    reverse_sync_leads()
+
+
+@sensor(
+    job=reverse_sync_job,
+    minimum_interval_seconds=60,
+    # Off by default (the users' document: bidirectional sync is optional); it starts
+    # running by itself only where GESTAO_SCOUTER_REVERSE_SYNC=true.
+    default_status=(
+        DefaultSensorStatus.RUNNING
+        if _env_flag("GESTAO_SCOUTER_REVERSE_SYNC")
+        else DefaultSensorStatus.STOPPED
+    ),
+    description="Polls Gestão Scouter for leads changed since the reverse sync's cursor.",
+)
+def gestao_scouter_reverse_sync_sensor(
+    context: SensorEvaluationContext, tabuladormax_db: DatabaseResource
+) -> RunRequest | SkipReason:
+    if not _env_flag("GESTAO_SCOUTER_REVERSE_SYNC"):
+        return SkipReason("GESTAO_SCOUTER_REVERSE_SYNC is not true")
+    if _run_in_progress(context.instance, job_name="gestao_scouter_reverse_sync"):
+        return SkipReason("a reverse sync run is in progress")
+    from ..reverse import peek_changes
+
+    with GestaoScouterClient.from_settings(settings_from_env()) as client:
+        change = peek_changes(tabuladormax_db.db, client)
+    if change is None:
+        return SkipReason("no lead changed in Gestão Scouter since the cursor")
+    return RunRequest(run_key=f"gs-reverse-{change}")
+
+
+stuck_jobs_job = define_asset_job(
+    "gestao_scouter_stuck_jobs",
+    selection=AssetSelection.checks(no_stuck_export_jobs),
+    description="Flags export jobs stuck in 'running' (check no_stuck_export_jobs).",
+)
+
+
+@sensor(
+    job=stuck_jobs_job,
+    minimum_interval_seconds=300,
+    # Running by default: the point is to be told. A tick is two small SELECTs, and a run
+    # (of the check) is launched only when a job looks stuck or a flagged one was resumed,
+    # so the Runs page is not filled with a run every few minutes.
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Launches the no_stuck_export_jobs check when an export job looks stuck or a "
+    "flagged one was resumed.",
+)
+def gestao_scouter_stuck_jobs_sensor(
+    context: SensorEvaluationContext,
+    tabuladormax_db: DatabaseResource,
+    control_db: DatabaseResource,
+):
+    db = tabuladormax_db.db
+    stuck = stuck_job_marks(db, stuck_after_from_env())
+    flagged = flagged_jobs(db, AlertState(control_db.db))
+    moved_on = {j: a for j, (a, status) in flagged.items() if status != "failed"}
+    if not stuck and not moved_on:
+        return SkipReason(f"no stuck export job; {len(flagged)} flagged, awaiting resume")
+    # The run key names the episode (last progress; time of the flag), so one state is
+    # checked once and a later episode of the same job again.
+    key = ";".join(
+        [f"stuck-{job_id}@{progress.isoformat()}" for job_id, progress in stuck]
+        + [f"moved-{j}@{a.since.isoformat()}" for j, a in sorted(moved_on.items())]
+    )
+    return RunRequest(run_key=key)
