@@ -1,7 +1,8 @@
 """The one Definitions object of the project: every source's defs merged, plus shared resources.
 
-Each source keeps its whole Dagster story in its own ``defs.py``; this file only lists them,
-so a newcomer sees every sync in one place (and ``dagster dev`` / ``workspace.yaml`` load it).
+Each source keeps its whole Dagster story in its own ``defs.py`` (or ``defs/`` package); this
+file only lists them, so a newcomer sees every sync in one place (and ``dagster dev`` /
+``workspace.yaml`` load it).
 The sources are imported as modules so that ``defs`` is the only Definitions object at module
 scope: ``dagster ... -m sync_pipelines.definitions`` then needs no ``-a``.
 """
