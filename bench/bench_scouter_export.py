@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import random
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.database import bench_database
 from sync_pipelines.lib.db import create_database, normalize_url, quote_ident
 from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.sandbox.postgrest_sim import SANDBOX_SERVICE_KEY, PostgrestSimulator
@@ -81,20 +79,8 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=1000)
     parser.add_argument("--url")
     args = parser.parse_args()
-    url = (
-        args.url or os.environ.get("SYNC_DATABASE_URL") or os.environ.get("SYNC_TEST_DATABASE_URL")
-    )
-    if url:
+    with bench_database(args.url) as url:
         run(url, args.leads)
-        return
-    from sync_pipelines.sandbox.embedded_pg import EmbeddedPostgres
-
-    with tempfile.TemporaryDirectory() as folder:
-        server = EmbeddedPostgres(Path(folder) / "pg")
-        try:
-            run(server.start(), args.leads)
-        finally:
-            server.stop()
 
 
 if __name__ == "__main__":

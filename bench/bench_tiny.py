@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+from bench.database import bench_database
 from sync_pipelines.lib.db import create_database
 from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.lib.ratelimit import SharedRateLimiter
@@ -50,15 +49,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=6.0, help="seconds (Tiny: 60)")
     parser.add_argument("--url")
     args = parser.parse_args()
-    url = (
-        args.url or os.environ.get("SYNC_DATABASE_URL") or os.environ.get("SYNC_TEST_DATABASE_URL")
-    )
-    server = None
-    if not url:
-        from sync_pipelines.sandbox.embedded_pg import EmbeddedPostgres
+    with bench_database(args.url) as url:
+        run(args, url)
 
-        server = EmbeddedPostgres(Path(".sandbox/bench-pg"))
-        url = server.start()
+
+def run(args: argparse.Namespace, url: str) -> None:
 
     sim = TinySimulator(
         seed=3,
@@ -141,8 +136,6 @@ def main() -> None:
             for schema in schemas:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.dispose()
-        if server:
-            server.stop()
 
     print(
         f"\nTiny historical load: {args.orders:,} orders in {len(all_months)} month partitions; "

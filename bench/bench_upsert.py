@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import time
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.database import bench_database
 from sync_pipelines.lib.db import create_database, quote_ident
 from sync_pipelines.lib.upsert import bulk_upsert, copy_into
 
@@ -70,15 +69,11 @@ def main() -> None:
     )
     parser.add_argument("--url")
     args = parser.parse_args()
-    url = (
-        args.url or os.environ.get("SYNC_DATABASE_URL") or os.environ.get("SYNC_TEST_DATABASE_URL")
-    )
-    server = None
-    if not url:
-        from sync_pipelines.sandbox.embedded_pg import EmbeddedPostgres
+    with bench_database(args.url) as url:
+        run(args, url)
 
-        server = EmbeddedPostgres(Path(".sandbox/bench-pg"))
-        url = server.start()
+
+def run(args: argparse.Namespace, url: str) -> None:
     schema = f"bench_{uuid.uuid4().hex[:6]}"
     admin = create_database("bench", url)
     with admin.begin() as conn:
@@ -130,8 +125,6 @@ def main() -> None:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         db.dispose()
         admin.dispose()
-        if server:
-            server.stop()
 
     ceiling = n / results["plain COPY (ceiling)"][1]
     baseline = results["row-at-a-time, commit each (baseline)"]
