@@ -304,32 +304,27 @@ def _schedule_gate(hubsoft_db: DatabaseResource, now: dt.datetime) -> str:
     return ""
 
 
-@schedule(
-    job=sync_tickets_job,
-    cron_schedule="*/30 * * * *",
-    execution_timezone=TZ,
-    name="hubsoft_recovery_every_30_min",
-    default_status=DefaultScheduleStatus.RUNNING,
-)
-def recovery_schedule(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
-    reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
-    if reason:
-        return SkipReason(reason)
-    return RunRequest(run_config=_mode_config("offline"), tags={"hubsoft/mode": "offline"})
+def _mode_schedule(mode: str, cron: str, name: str):
+    """A schedule that asks for one ``sync_tickets`` mode, skipped while HubSoft is offline."""
+
+    @schedule(
+        job=sync_tickets_job,
+        cron_schedule=cron,
+        execution_timezone=TZ,
+        name=name,
+        default_status=DefaultScheduleStatus.RUNNING,
+    )
+    def _mode(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
+        reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
+        if reason:
+            return SkipReason(reason)
+        return RunRequest(run_config=_mode_config(mode), tags={"hubsoft/mode": mode})
+
+    return _mode
 
 
-@schedule(
-    job=sync_tickets_job,
-    cron_schedule="*/15 * * * *",
-    execution_timezone=TZ,
-    name="hubsoft_status_sync_every_15_min",
-    default_status=DefaultScheduleStatus.RUNNING,
-)
-def status_schedule(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
-    reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
-    if reason:
-        return SkipReason(reason)
-    return RunRequest(run_config=_mode_config("status"), tags={"hubsoft/mode": "status"})
+recovery_schedule = _mode_schedule("offline", "*/30 * * * *", "hubsoft_recovery_every_30_min")
+status_schedule = _mode_schedule("status", "*/15 * * * *", "hubsoft_status_sync_every_15_min")
 
 
 @sensor(
