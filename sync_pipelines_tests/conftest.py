@@ -96,3 +96,14 @@ def mysql_db(mysql_url) -> Iterator[Database]:
     with admin.begin() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
+
+
+@pytest.fixture
+def telegram():
+    """The Telegram simulator (records every message it accepts), for tests of admin alerts."""
+    from sync_pipelines.sandbox.telegram_sim import TelegramSimulator
+
+    simulator = TelegramSimulator(seed=1)
+    simulator.start()
+    yield simulator
+    simulator.stop()

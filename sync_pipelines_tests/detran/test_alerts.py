@@ -23,20 +23,12 @@ from sync_pipelines.detran.defs import (
 from sync_pipelines.detran.examiners import save_examiner
 from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.resources import DatabaseResource, TelegramResource
-from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART, TelegramSimulator
+from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART
 
 from .conftest import DOCTOR, PSYCHOLOGIST
 
 UNIT = "1234"  # the doctor's only unit
 ADMIN = SANDBOX_ADMIN_IDS[0]
-
-
-@pytest.fixture
-def telegram():
-    sim = TelegramSimulator(seed=4)
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

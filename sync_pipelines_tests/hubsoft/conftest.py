@@ -15,7 +15,6 @@ from sync_pipelines.sandbox.hubsoft_sim import (
     SANDBOX_USERNAME,
     HubSoftSimulator,
 )
-from sync_pipelines.sandbox.telegram_sim import TelegramSimulator
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_backoff=0.01, max_backoff=0.05, max_wait=0.5)
 
@@ -39,14 +38,6 @@ def make_client(sim: HubSoftSimulator, **kwargs) -> HubSoftClient:
 @pytest.fixture
 def sim():
     simulator = HubSoftSimulator(seed=7)
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def telegram():
-    simulator = TelegramSimulator(seed=1)
     simulator.start()
     yield simulator
     simulator.stop()

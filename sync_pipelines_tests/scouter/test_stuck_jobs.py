@@ -12,7 +12,7 @@ from dagster import Definitions, SkipReason, build_sensor_context, instance_for_
 
 from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.resources import database_resources
-from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART, TelegramSimulator
+from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART
 from sync_pipelines.scouter import defs as scouter_defs
 from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.export import export_day, export_job
@@ -25,14 +25,6 @@ from .conftest import DAY, seed_day
 TODAY = DAY + dt.timedelta(days=10)
 ADMIN = SANDBOX_ADMIN_IDS[0]
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-def telegram():
-    sim = TelegramSimulator(seed=6)
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture
