@@ -336,7 +336,7 @@ def sync_month(
     key = first.strftime("%Y-%m")
     checkpoints = CheckpointStore(db)
     meter = _Meter(client)
-    result = SyncResult()
+    result = meter.result
     saved = checkpoints.get(HISTORY_PIPELINE, key)
     # A finished month is re-listed from the start (a rerun means "check it again");
     # an interrupted one resumes after its last committed page.
