@@ -58,21 +58,26 @@ def prepare_sources(env, instance, log=print) -> None:
 def _demo_partitions() -> dict[str, list[str]]:
     merged: dict[str, list[str]] = {}
     for part in PARTS:
-        merged.update(part.demo_partitions)
+        merged.update(part.demo_partitions())
     return merged
 
 
 def _materialization_plan(defs, instance) -> list[tuple[list, str | None]]:
-    """(asset keys, partition key) pairs: unpartitioned assets first, then each partition."""
+    """(asset keys, partition key) pairs: unpartitioned assets first, then each partition.
+
+    Assets share a run only when they share a partitions definition *and* a key: a month
+    key ``2026-12-01`` is the same string as a day key, but not the same partition.
+    """
     graph = defs.resolve_asset_graph()
     plan: list[tuple[list, str | None]] = []
     unpartitioned = sorted(graph.unpartitioned_asset_keys, key=lambda k: k.to_user_string())
     unpartitioned = [k for k in unpartitioned if graph.get(k).is_materializable]
     if unpartitioned:
         plan.append((unpartitioned, None))
-    by_partition: dict[str, list] = defaultdict(list)
+    # Partitions definitions compare by value; a list keeps them without needing a hash.
+    groups: list[tuple[object, str, list]] = []
     wanted = _demo_partitions()
-    for key in graph.materializable_asset_keys:
+    for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
         node = graph.get(key)
         if node.partitions_def is None:
             continue
@@ -81,9 +86,14 @@ def _materialization_plan(defs, instance) -> list[tuple[list, str | None]]:
             existing = node.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
             keys = existing[-1:] if existing else []
         for pk in keys:
-            by_partition[pk].append(key)
-    for pk in sorted(by_partition):
-        plan.append((by_partition[pk], pk))
+            for partitions_def, group_key, members in groups:
+                if group_key == pk and partitions_def == node.partitions_def:
+                    members.append(key)
+                    break
+            else:
+                groups.append((node.partitions_def, pk, [key]))
+    for _, pk, members in sorted(groups, key=lambda g: (g[1], g[2][0].to_user_string())):
+        plan.append((members, pk))
     return plan
 
 

@@ -142,7 +142,7 @@ DETRAN_PART = SandboxPart(
     env=sandbox_env,
     prepare=prepare,
     dynamic_partitions=lambda env: {PARTITIONS_NAME: [str(e.usuario_id) for e in EXAMINERS]},
-    demo_partitions={
+    demo_partitions=lambda: {
         "detran/agenda_slots": demo_partition_keys(),
         "detran/agendamentos": demo_partition_keys(),
     },

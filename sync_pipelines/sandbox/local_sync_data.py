@@ -312,7 +312,7 @@ LOCAL_SYNC_PART = SandboxPart(
     env_from_sandbox=env_from_sandbox,
     prepare=prepare,
     dynamic_partitions=dynamic_partitions,
-    demo_partitions={
+    demo_partitions=lambda: {
         f"local_sync/{table}": sorted(TENANTS)
         for table in ("wpp_contacts", "wpp_contact_sectors", "wpp_chats")
     },

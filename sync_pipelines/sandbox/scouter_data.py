@@ -199,7 +199,7 @@ SCOUTER_PART = SandboxPart(
         "GESTAO_SCOUTER_REVERSE_SYNC": "false",
     },
     prepare=prepare,
-    demo_partitions={
+    demo_partitions=lambda: {
         "gestao_scouter/leads_export": [d.isoformat() for d in demo_days()[-2:]],
     },
 )

@@ -8,7 +8,7 @@ is imported by production code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -26,5 +26,7 @@ class SandboxPart:
     prepare: Callable[[Mapping[str, str]], None] | None = None
     # dynamic partitions definition name -> keys the demo registers before materializing
     dynamic_partitions: Callable[[Mapping[str, str]], dict[str, list[str]]] | None = None
-    # asset key (user string, e.g. "tiny/service_orders") -> partition keys the demo runs
-    demo_partitions: dict[str, list[str]] = field(default_factory=dict)
+    # () -> {asset key (user string, e.g. "tiny/service_orders"): partition keys the demo
+    # runs}. A function, not a dict: keys such as "this month" are read when the demo runs,
+    # on the clock it runs under, never frozen at import time.
+    demo_partitions: Callable[[], dict[str, list[str]]] = dict

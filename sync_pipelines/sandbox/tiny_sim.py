@@ -1260,7 +1260,7 @@ TINY_PART = SandboxPart(
     simulator=_demo_simulator,
     env=_sandbox_env,
     # A month of the old 2014 shape, a mid-history month and the current one.
-    demo_partitions={
+    demo_partitions=lambda: {
         "tiny/service_orders_history": [
             "2014-03-01",
             "2020-03-01",

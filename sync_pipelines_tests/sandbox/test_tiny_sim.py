@@ -551,7 +551,7 @@ def test_sandbox_part_env_gives_a_working_client_configuration() -> None:
     from sync_pipelines.tiny.defs import monthly
 
     valid = set(monthly.get_partition_keys())
-    assert set(TINY_PART.demo_partitions["tiny/service_orders_history"]) <= valid
+    assert set(TINY_PART.demo_partitions()["tiny/service_orders_history"]) <= valid
     sim = TINY_PART.simulator(20241105)
     base = sim.start()
     try:
