@@ -60,7 +60,11 @@ DST_EDGES: list[dt.datetime] = [
     _sp(2019, 2, 16, 23, 30, fold=0),
     _sp(2019, 2, 16, 23, 30, fold=1),
 ]
-DST_IDS: list[str] = ["dst-start-2018-11-04", "dst-end-2019-02-16-first", "dst-end-2019-02-16-second"]
+DST_IDS: list[str] = [
+    "dst-start-2018-11-04",
+    "dst-end-2019-02-16-first",
+    "dst-end-2019-02-16-second",
+]
 # The few instants a slow (whole-project) test runs on: the 1st and 2nd of a month, where a
 # month key equals a day key, and New Year's Eve in São Paulo (already 1 January in UTC).
 MONTH_BOUNDARY_EDGES: list[dt.datetime] = [

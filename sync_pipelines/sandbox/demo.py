@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 import sqlalchemy as sa
 
