@@ -1,8 +1,9 @@
 """The one bulk-upsert helper: stage rows, merge once, count inserted/updated/unchanged.
 
-PostgreSQL: COPY the rows into a temporary table, then one ``INSERT ... SELECT ... ON
-CONFLICT DO UPDATE ... WHERE (target) IS DISTINCT FROM (excluded)``, so unchanged rows are
-not rewritten (no dead tuples, no trigger noise, and ``updated`` means really changed).
+PostgreSQL: COPY the rows (serialised a column at a time) into a temporary table, then one
+statement updates the rows that really differ (``IS DISTINCT FROM``) through a join and
+inserts the new keys (``ON CONFLICT`` covering concurrent inserts). Unchanged rows are not
+touched at all: no dead tuples, no row locks, no trigger noise, and ``updated`` means changed.
 MySQL/MariaDB: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` with bound parameters; the
 server's affected-row count plus a count of keys already present gives the three numbers.
 
@@ -20,6 +21,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import sqlalchemy as sa
 
@@ -58,19 +60,19 @@ class UpsertResult:
 
 
 def _dedupe(rows: Iterable[Mapping], key_columns: Sequence[str]) -> tuple[list[Mapping], int]:
-    latest: dict[tuple, Mapping] = {}
-    seen = 0
-    for row in rows:
-        seen += 1
-        try:
-            key = tuple(row[k] for k in key_columns)
-        except KeyError as exc:
-            raise ValueError(f"upsert row is missing key column {exc.args[0]!r}") from None
-        if any(v is None for v in key):
-            raise ValueError(f"upsert row has a NULL key ({', '.join(key_columns)})")
-        latest.pop(key, None)  # re-insert so the last occurrence keeps its position
-        latest[key] = row
-    return list(latest.values()), seen - len(latest)
+    rows = rows if isinstance(rows, list) else list(rows)
+    key_of = itemgetter(*key_columns)
+    try:
+        # One C-level pass: the last occurrence of a key wins (the newest version).
+        latest = {key_of(row): row for row in rows}
+    except KeyError as exc:
+        raise ValueError(f"upsert row is missing key column {exc.args[0]!r}") from None
+    null_key = None in latest if len(key_columns) == 1 else any(None in k for k in latest)
+    if null_key:
+        raise ValueError(f"upsert row has a NULL key ({', '.join(key_columns)})")
+    if len(latest) == len(rows):
+        return rows, 0
+    return list(latest.values()), len(rows) - len(latest)
 
 
 def _resolve_columns(rows: Sequence[Mapping], columns: Sequence[str] | None) -> list[str]:
@@ -85,12 +87,15 @@ def _resolve_columns(rows: Sequence[Mapping], columns: Sequence[str] | None) -> 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIALS = ("\\", "\t", "\n", "\r")
+_NULL = "\\N"
+_JSONISH = (dict, list, tuple)
 
 
 def _copy_text(value) -> str:
-    """One field in COPY's text format (``\\N`` is NULL)."""
+    """One field in COPY's text format (``\\N`` is NULL): the general, per-value path."""
     if value is None:
-        return "\\N"
+        return _NULL
     if isinstance(value, str):
         return value.translate(_COPY_ESCAPES)
     if isinstance(value, bool):
@@ -99,21 +104,72 @@ def _copy_text(value) -> str:
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
-    if isinstance(value, dict | list | tuple):
+    if isinstance(value, _JSONISH):
         return json.dumps(value, ensure_ascii=False, default=str).translate(_COPY_ESCAPES)
     return str(value).translate(_COPY_ESCAPES)
 
 
+def _escape_column(texts: list[str]) -> list[str]:
+    """COPY-escape a column of strings in a few C-level passes instead of one call per value.
+
+    PostgreSQL text never holds NUL, so NUL can join and split the column safely; a column
+    without any special character (the usual case) is returned as it is.
+    """
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:
+        raise ValueError("a text value contains a NUL character, which PostgreSQL cannot store")
+    if not any(ch in joined for ch in _COPY_SPECIALS):
+        return texts
+    return joined.translate(_COPY_ESCAPES).split("\x00")
+
+
+def _copy_column(values: list) -> list[str]:
+    """One column in COPY text format, with one conversion chosen for the column's types.
+
+    The per-value type dispatch of ``_copy_text`` costs more than the COPY itself; a column
+    almost always holds one type (plus NULLs), so the conversion is picked once.
+    """
+    kinds = set(map(type, values))
+    has_null = type(None) in kinds
+    kinds.discard(type(None))
+    if not kinds:
+        return [_NULL] * len(values)
+    if len(kinds) > 1:
+        return [_copy_text(v) for v in values]
+    (kind,) = kinds
+    if kind is str:
+        texts = ["" if v is None else v for v in values] if has_null else values
+        texts = _escape_column(texts)
+    elif kind is bool:
+        texts = ["t" if v else "f" for v in values]
+    elif kind in (int, float, decimal.Decimal, uuid.UUID):
+        texts = [str(v) for v in values] if has_null else list(map(str, values))
+    elif kind in (dt.datetime, dt.date, dt.time):
+        texts = ["" if v is None else v.isoformat() for v in values]
+    elif kind in _JSONISH:
+        dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        texts = _escape_column(["" if v is None else dumps(v) for v in values])
+    else:
+        return [_copy_text(v) for v in values]
+    if has_null:
+        return [_NULL if v is None else t for v, t in zip(values, texts, strict=True)]
+    return texts
+
+
 def copy_rows_text(rows: Sequence[Mapping], columns: Sequence[str]) -> io.StringIO:
-    """Serialise rows for ``COPY ... FROM STDIN`` (text format)."""
-    buf = io.StringIO()
-    write = buf.write
-    for row in rows:
-        get = row.get
-        write("\t".join([_copy_text(get(c)) for c in columns]))
-        write("\n")
-    buf.seek(0)
-    return buf
+    """Serialise rows for ``COPY ... FROM STDIN`` (text format), a column at a time."""
+    if not rows:
+        return io.StringIO("")
+    try:
+        fields = [[row[c] for row in rows] for c in columns]
+    except KeyError:
+        fields = [[row.get(c) for row in rows] for c in columns]  # missing column -> NULL
+    lines = map("\t".join, zip(*map(_copy_column, fields), strict=True))
+    return io.StringIO("\n".join(lines) + "\n")
+
+
+# psycopg2 reads the buffer in chunks of this many characters (default 8 KiB).
+_COPY_CHUNK = 1 << 20
 
 
 def copy_into(
@@ -123,7 +179,9 @@ def copy_into(
     col_sql = ", ".join(quote_ident(c) for c in columns)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {table} ({col_sql}) FROM STDIN", copy_rows_text(rows, columns))
+        cursor.copy_expert(
+            f"COPY {table} ({col_sql}) FROM STDIN", copy_rows_text(rows, columns), size=_COPY_CHUNK
+        )
     finally:
         cursor.close()
 
@@ -145,19 +203,34 @@ def _pg_upsert(
         f"CREATE TEMP TABLE {staging} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP"
     )
     copy_into(conn, staging, rows, columns)
+    match = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in key_columns)
     if update_columns:
         sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns)
         old = ", ".join(f"t.{quote_ident(c)}" for c in update_columns)
         new = ", ".join(f"EXCLUDED.{quote_ident(c)}" for c in update_columns)
         # ROW(...) keeps a single column comparable as a row too.
         conflict = f"DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
+        # Changed rows are updated by a join first: ON CONFLICT DO UPDATE would lock (and so
+        # write) every existing row, even the unchanged ones its WHERE then skips.
+        changed = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
+        stage_new = ", ".join(f"s.{quote_ident(c)}" for c in update_columns)
+        update_cte = (
+            f"updated AS (UPDATE {target} AS t SET {changed} FROM {staging} AS s "
+            f"WHERE {match} AND ROW({old}) IS DISTINCT FROM ROW({stage_new}) RETURNING 1), "
+        )
+        updated_count = "(SELECT count(*) FROM updated)"
     else:
         conflict = "DO NOTHING"
-    # xmax = 0 only on a freshly inserted row version: that splits inserts from updates.
+        update_cte, updated_count = "", "0"
+    # New keys are inserted; ON CONFLICT still covers a row another transaction inserted
+    # meanwhile. xmax = 0 only on a freshly inserted row version: inserts vs updates.
     result = conn.exec_driver_sql(
-        f"WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {staging} "
+        f"WITH {update_cte}merged AS (INSERT INTO {target} AS t ({cols}) "
+        f"SELECT {cols} FROM {staging} AS s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {match}) "
         f"ON CONFLICT ({keys}) {conflict} RETURNING (t.xmax = 0) AS fresh) "
-        "SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE NOT fresh) FROM merged"
+        f"SELECT (SELECT count(*) FILTER (WHERE fresh) FROM merged), "
+        f"{updated_count} + (SELECT count(*) FILTER (WHERE NOT fresh) FROM merged)"
     ).one()
     conn.exec_driver_sql(f"DROP TABLE {staging}")
     return int(result[0]), int(result[1])
