@@ -370,6 +370,7 @@ class _Run:
         return self._write_day(agenda)
 
     def _write_day(self, agenda: DayAgenda) -> DayOutcome:
+        AdvisoryLock.ensure_held_by(self.db, lock_name(self.examiner.usuario_id))
         now = dt.datetime.now(dt.UTC)
         usuario_id = self.examiner.usuario_id
         context = self.portal.context

@@ -423,6 +423,7 @@ def recover_offline_tickets(
             ).all()
         result.candidates = len(rows)
         for index, row in enumerate(rows):
+            lock.ensure_held()
             try:
                 work.recover(row)
             except HubSoftUnavailable as exc:
@@ -437,6 +438,7 @@ def recover_offline_tickets(
             if on_ticket is not None:
                 on_ticket(index + 1, len(rows), result)
         if not result.stopped_reason:
+            lock.ensure_held()
             try:
                 work.add_history_messages()
             except HubSoftError as exc:

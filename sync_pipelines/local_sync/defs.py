@@ -114,7 +114,9 @@ def local_sync_tenant(
     instance = context.partition_key
     tables = [t for t in TABLES if AssetKey([GROUP, t]) in context.selected_asset_keys]
     directory = TenantDirectory.from_env(whatsapp_db.db)
-    target = directory.target(instance)
+    # Unreachable: fail now with the tenant's name and what to check, not a driver traceback
+    # from the middle of the sync. One partition per tenant, so other tenants' runs go on.
+    target = directory.probe(instance)
     context.log.info(
         f"{target.describe()}; tables {', '.join(tables)}; "
         f"{'full reconcile' if config.full_reconcile else 'incremental'}"
@@ -122,7 +124,9 @@ def local_sync_tenant(
     tenant_db = target.open()
     try:
         # One sync of a tenant at a time (the schedule and a UI launch may overlap).
-        with AdvisoryLock(control_db.db, f"local_sync:{instance}", holder_hint="(local sync)"):
+        with AdvisoryLock(
+            control_db.db, f"local_sync:{instance}", holder_hint="(local sync)"
+        ) as lock:
             outcome = sync_tenant(
                 whatsapp_db.db,
                 tenant_db,
@@ -131,6 +135,7 @@ def local_sync_tenant(
                 tables=tables,
                 full=config.full_reconcile,
                 settings=SyncSettings.from_env(),
+                before_write=lock.ensure_held,
                 on_table=lambda r: context.log.info(
                     f"{r.table}: {r.source_rows} source rows, {r.upsert.inserted} inserted, "
                     f"{r.upsert.updated} updated, {r.deleted} deleted ({r.mode}, {r.duration_s:.1f}s)"

@@ -114,33 +114,40 @@ def read_chats(
     conn: sa.Connection,
     instance: str,
     *,
+    with_updated_at: bool = False,
     changed_since: dt.datetime | None = None,
     after_id: int | None = None,
     also_ids: Iterable[int] = (),
 ) -> list[dict]:
     """An instance's chats: all of them, or the changed ones.
 
-    Changed means ``updated_at >= changed_since`` when the source has that column; without
-    it (the contract's shape) it means new chats (``id > after_id``) plus the chats given in
-    ``also_ids`` (those still open in the tenant: finishing a chat is what changes it).
+    ``with_updated_at`` (sources that have the column) adds ``updated_at`` to each row.
+    Changed means, when ``changed_since`` is given (needs the column): ``updated_at >=
+    changed_since`` (``>=``: a chat with the watermark's own timestamp is read again, never
+    skipped), plus chats newer than ``after_id``, plus those of ``also_ids`` whose
+    ``updated_at`` is NULL (a timestamp that says nothing: tracked the id way below).
+    Without ``changed_since`` (the contract's shape, no ``updated_at``) it means new chats
+    (``id > after_id``) plus the chats given in ``also_ids`` (those still open in the tenant:
+    finishing a chat is what changes it).
     """
-    with_updated_at = changed_since is not None
-    base = _chat_query(with_updated_at).where(chats.c.instance == instance)
-    if changed_since is not None:
-        return [
-            dict(r)
-            for r in conn.execute(
-                base.where(chats.c.updated_at >= changed_since).order_by(chats.c.id)
-            ).mappings()
-        ]
-    if after_id is None:
+    base = _chat_query(with_updated_at or changed_since is not None).where(
+        chats.c.instance == instance
+    )
+    if changed_since is None and after_id is None:
         return [dict(r) for r in conn.execute(base.order_by(chats.c.id)).mappings()]
+    if changed_since is not None:
+        changed = chats.c.updated_at >= changed_since
+        new_or_changed = changed if after_id is None else sa.or_(changed, chats.c.id > after_id)
+        unknown_time = chats.c.updated_at.is_(None)
+    else:
+        new_or_changed = chats.c.id > after_id
+        unknown_time = sa.true()
     rows = {
         r["id"]: dict(r)
-        for r in conn.execute(base.where(chats.c.id > after_id).order_by(chats.c.id)).mappings()
+        for r in conn.execute(base.where(new_or_changed).order_by(chats.c.id)).mappings()
     }
     for chunk in _chunks(sorted(set(also_ids)), _IN_CHUNK):
-        for r in conn.execute(base.where(chats.c.id.in_(chunk))).mappings():
+        for r in conn.execute(base.where(chats.c.id.in_(chunk), unknown_time)).mappings():
             rows[r["id"]] = dict(r)
     return [rows[k] for k in sorted(rows)]
 

@@ -9,8 +9,14 @@ Modes:
   instance is compared with the tenant's rows; only missing or different rows are written,
   and the drift found (missing, different, only in the tenant) is reported.
 - ``incremental``: only source rows changed since the tenant's last successful sync
-  (``updated_at`` minus an overlap for late commits; for chats without ``updated_at``: new
-  ids plus the chats the tenant still has open).
+  (``updated_at >=`` the watermark minus an overlap for late commits; for chats without
+  ``updated_at``: new ids plus the chats the tenant still has open).
+A table's watermark is the newest source timestamp its pass read (never later than this
+run's own clock, so a source row stamped in the future cannot push it past changes still to
+come), committed only after the tenant transaction of that pass; a pass that could not see
+every change (chats tracked by id) leaves the timestamp watermark where it was.
+Every write unit (one table's tenant transaction) first calls ``before_write`` (the
+caller's lock check: a run whose lock was lost stops before writing more).
 Sector links are always compared as the instance's whole set (it is small and has no
 timestamps): links gone at the source are deleted and new ones inserted in ONE transaction.
 """
@@ -156,6 +162,27 @@ def _newest(marks: Iterable[dt.datetime | None]) -> dt.datetime | None:
     return max(present) if present else None
 
 
+def _source_now(now: dt.datetime | None) -> dt.datetime:
+    """This run's clock in the source's terms (naive UTC, like Prisma's columns)."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(source.SOURCE_TIMEZONE).replace(tzinfo=None)
+
+
+def _advance(
+    previous: dt.datetime | None, newest_read: dt.datetime | None, now: dt.datetime
+) -> dt.datetime | None:
+    """The next watermark: the newest change read, capped at this run's clock (taken before
+    the read). A row stamped in the future (a writer whose clock runs ahead) would otherwise
+    move the watermark past changes other writers have yet to make; capped, the next run
+    merely reads that row again. Never moves back."""
+    capped = min(newest_read, now) if newest_read is not None else None
+    return _newest([capped, previous])
+
+
+def _nothing() -> None:
+    return None
+
+
 def _diff(
     rows: list[dict], key: str, columns: tuple[str, ...], tenant_rows: Mapping[int, tuple]
 ) -> tuple[list[dict], int, int, int]:
@@ -194,8 +221,11 @@ def sync_contacts(
     *,
     full: bool,
     settings: SyncSettings,
+    now: dt.datetime | None = None,
+    before_write: Callable[[], None] = _nothing,
 ) -> TableResult:
     started = time.monotonic()
+    now = _source_now(now)
     previous = None if full else marks.get("wpp_contacts", instance)
     mode = "incremental" if previous and previous.changed_since else "full"
     since = previous.changed_since - settings.overlap if mode == "incremental" else None
@@ -232,6 +262,7 @@ def sync_contacts(
         stale = {
             holders[r["phone"]] for r in to_write if holders.get(r["phone"], r["id"]) != r["id"]
         }
+        before_write()
         result.phones_moved_aside = target.move_phones_aside(conn, sorted(stale))
         upsert = bulk_upsert(conn, "wpp_contacts", to_write, ["id"], columns=target.CONTACT_COLUMNS)
     result.upsert = _result_for(len(rows), upsert)
@@ -239,7 +270,7 @@ def sync_contacts(
         fitter.replaced_rows,
         fitter.truncated_rows,
     )
-    mark = Watermark(changed_since=_newest([newest, previous.changed_since if previous else None]))
+    mark = Watermark(changed_since=_advance(previous and previous.changed_since, newest, now))
     marks.commit("wpp_contacts", instance, mark, mode)
     result.duration_s = time.monotonic() - started
     return result
@@ -251,6 +282,7 @@ def sync_contact_sectors(
     instance: str,
     *,
     before_insert: Callable[[], None] | None = None,
+    before_write: Callable[[], None] = _nothing,
 ) -> TableResult:
     """Make the tenant's links of the instance exactly the source's set, in one transaction.
 
@@ -266,6 +298,7 @@ def sync_contact_sectors(
         gone = sorted(current - wanted)
         new = sorted(wanted - current)
         result.missing_in_tenant, result.only_in_tenant = len(new), len(gone)
+        before_write()
         result.deleted = target.delete_sector_links(conn, gone)
         if before_insert is not None:
             before_insert()
@@ -308,23 +341,34 @@ def sync_chats(
     *,
     full: bool,
     settings: SyncSettings,
+    now: dt.datetime | None = None,
+    before_write: Callable[[], None] = _nothing,
 ) -> TableResult:
     started = time.monotonic()
+    now = _source_now(now)
     previous = None if full else marks.get("wpp_chats", instance)
     mode = "incremental" if previous and previous.max_id is not None else "full"
     with tenant_db.begin() as conn:
         shape = target.chats_shape(conn)
         if shape.legacy:
+            before_write()
             target.ensure_original_id_unique(conn, tenant_db)
         open_ids = target.open_chat_ids(conn, shape, instance) if mode == "incremental" else []
     with main_db.connect() as conn:
         source.utc_session(conn)
         by_timestamp = source.has_column(conn, "chats", "updated_at")
+        # Only a pass that sees every changed chat may move the timestamp watermark: the
+        # full one, and the one by timestamp. The id pass (new + open chats) cannot.
+        sees_every_change = by_timestamp and (mode == "full" or bool(previous.changed_since))
         if mode == "full":
-            source_rows = source.read_chats(conn, instance)
-        elif by_timestamp and previous.changed_since:
+            source_rows = source.read_chats(conn, instance, with_updated_at=by_timestamp)
+        elif sees_every_change:
             source_rows = source.read_chats(
-                conn, instance, changed_since=previous.changed_since - settings.overlap
+                conn,
+                instance,
+                changed_since=previous.changed_since - settings.overlap,
+                after_id=previous.max_id,
+                also_ids=open_ids,
             )
         else:
             source_rows = source.read_chats(
@@ -343,6 +387,7 @@ def sync_chats(
             result.only_in_tenant = extra
         else:
             to_write = rows
+        before_write()
         upsert = bulk_upsert(conn, "wpp_chats", to_write, [shape.key], columns=columns)
     result.upsert = _result_for(len(rows), upsert)
     result.text_replaced_rows, result.text_truncated_rows = (
@@ -350,9 +395,9 @@ def sync_chats(
         fitter.truncated_rows,
     )
     max_ids = [r[shape.key] for r in rows] + ([previous.max_id] if previous else [])
-    newest = _newest(r.get("updated_at") for r in source_rows) if by_timestamp else None
+    newest = _newest(r.get("updated_at") for r in source_rows) if sees_every_change else None
     mark = Watermark(
-        changed_since=_newest([newest, previous.changed_since if previous else None]),
+        changed_since=_advance(previous and previous.changed_since, newest, now),
         max_id=max(max_ids) if max_ids else 0,
     )
     marks.commit("wpp_chats", instance, mark, mode)
@@ -377,9 +422,16 @@ def sync_tenant(
     full: bool = False,
     settings: SyncSettings | None = None,
     on_table: Callable[[TableResult], None] | None = None,
+    before_write: Callable[[], None] = _nothing,
+    now: dt.datetime | None = None,
 ) -> TenantSyncResult:
-    """Sync the chosen tables of one instance (contacts first: the links join on them)."""
+    """Sync the chosen tables of one instance (contacts first: the links join on them).
+
+    ``before_write`` runs before each table's writes (pass the advisory lock's
+    ``ensure_held``); ``now`` is this run's clock (default: the current time).
+    """
     settings = settings or SyncSettings.from_env()
+    now = now or dt.datetime.now(dt.UTC)
     wanted = set(tables)
     unknown = wanted - set(TABLES)
     if unknown:
@@ -391,13 +443,32 @@ def sync_tenant(
         (
             "wpp_contacts",
             lambda: sync_contacts(
-                main_db, tenant_db, marks, instance, full=full, settings=settings
+                main_db,
+                tenant_db,
+                marks,
+                instance,
+                full=full,
+                settings=settings,
+                now=now,
+                before_write=before_write,
             ),
         ),
-        ("wpp_contact_sectors", lambda: sync_contact_sectors(main_db, tenant_db, instance)),
+        (
+            "wpp_contact_sectors",
+            lambda: sync_contact_sectors(main_db, tenant_db, instance, before_write=before_write),
+        ),
         (
             "wpp_chats",
-            lambda: sync_chats(main_db, tenant_db, marks, instance, full=full, settings=settings),
+            lambda: sync_chats(
+                main_db,
+                tenant_db,
+                marks,
+                instance,
+                full=full,
+                settings=settings,
+                now=now,
+                before_write=before_write,
+            ),
         ),
     ]
     for table, step in steps:

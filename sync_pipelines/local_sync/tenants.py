@@ -9,7 +9,8 @@ Two ways, as the contract allows:
 
 Instance names come from data, so they are checked before they become part of a URL, and a
 password read from ``clients_servers`` is registered with the log redaction and never put in
-a message (URLs are only ever shown through ``safe_url``).
+a message (a tenant's address is shown as server and database only, never the URL's user or
+password). An unreachable tenant is reported by name, with where its address comes from.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from ..lib.db import (
     DatabaseConfigError,
     create_database,
     normalize_url,
-    safe_url,
     tenant_url,
 )
 from ..lib.redact import register_secret
@@ -41,6 +41,10 @@ class TenantNotConfigured(DatabaseConfigError):
     """No usable database configuration for an instance (no row, bad name, bad template)."""
 
 
+class TenantUnreachable(TenantNotConfigured):
+    """The instance's tenant database is configured but a connection to it cannot be opened."""
+
+
 @dataclass(frozen=True)
 class TenantTarget:
     """A tenant's database address: the URL (with its password) plus a PostgreSQL schema."""
@@ -50,9 +54,21 @@ class TenantTarget:
     schema: str | None
     origin: str  # "template" | "clients_servers"
 
+    def where(self) -> str:
+        """Server and database, without the URL's user and password."""
+        port = f":{self.url.port}" if self.url.port else ""
+        kind = "PostgreSQL" if self.url.drivername.startswith("postgresql") else "MySQL"
+        schema = f" schema {self.schema}" if self.schema else ""
+        return f"{kind} {self.url.host or 'localhost'}{port}/{self.url.database or ''}{schema}"
+
+    def settings_hint(self) -> str:
+        """Where an operator fixes this tenant's address."""
+        if self.origin == "template":
+            return TENANT_TEMPLATE_VAR
+        return f"the {self.origin} row of instance_name {self.instance!r} in the main database"
+
     def describe(self) -> str:
-        where = safe_url(self.url) + (f" (schema {self.schema})" if self.schema else "")
-        return f"tenant {self.instance}: {where} from {self.origin}"
+        return f"tenant {self.instance}: {self.where()} from {self.origin}"
 
     def open(self, *, pool_size: int = 2) -> Database:
         """An engine for this tenant; the caller disposes it when the tenant is done."""
@@ -157,7 +173,8 @@ class TenantDirectory:
         return TenantTarget(instance, normalize_url(url), None, "clients_servers")
 
     def probe(self, instance: str) -> TenantTarget:
-        """The target, after checking a connection opens; TenantNotConfigured otherwise."""
+        """The target, after checking a connection opens: ``TenantUnreachable`` (naming the
+        tenant, where its database is and what to check) or ``TenantNotConfigured``."""
         target = self.target(instance)
         url = target.url.update_query_dict({"connect_timeout": str(PROBE_TIMEOUT_S)})
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -165,12 +182,17 @@ class TenantDirectory:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.DBAPIError as exc:
-            # The driver's message can quote the URL; only its class and first line go out,
-            # and the password is registered with the redaction anyway.
+            # ``from None``: the driver's own traceback and message can quote the URL. Only
+            # its first line goes out, with the URL's user and password masked.
             reason = str(exc.orig).strip().splitlines()[0][:200] if exc.orig else type(exc).__name__
-            if target.url.password:
-                reason = reason.replace(str(target.url.password), "***")
-            raise TenantNotConfigured(f"{target.describe()} is not reachable: {reason}") from None
+            for credential in (target.url.password, target.url.username):
+                if credential:
+                    reason = reason.replace(str(credential), "***")
+            raise TenantUnreachable(
+                f"tenant {instance}: its database ({target.where()}, from {target.origin}) is "
+                f"not reachable: {reason}. Check that the server is up and reachable from here, "
+                f"and the host, port, database, user and password in {target.settings_hint()}."
+            ) from None
         finally:
             engine.dispose()
         return target

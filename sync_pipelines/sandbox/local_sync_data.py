@@ -104,6 +104,15 @@ def create_source_tables(db: Database) -> None:
             conn.exec_driver_sql(ddl)
 
 
+def add_chats_updated_at(db: Database) -> None:
+    """The main database's ``chats`` with Prisma's ``@updatedAt`` column, which newer schemas
+    of the service carry (the contract's shape has none): the sync then reads chats by it."""
+    kind = "timestamp(3)" if db.is_postgres else "DATETIME(3)"
+    with db.begin() as conn:
+        if not any(c["name"] == "updated_at" for c in sa.inspect(conn).get_columns("chats")):
+            conn.exec_driver_sql(f"ALTER TABLE chats ADD COLUMN updated_at {kind} NULL")
+
+
 def create_legacy_chats_table(db: Database) -> None:
     """A tenant's older wpp_chats: AUTO_INCREMENT id, the main id kept in original_id."""
     with db.begin() as conn:

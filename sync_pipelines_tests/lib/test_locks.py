@@ -1,4 +1,5 @@
-"""AdvisoryLock: one holder at a time, fail fast, freed on release and when the holder dies."""
+"""AdvisoryLock: one holder at a time, fail fast, freed on release and when the holder dies;
+a holder whose session dropped finds out before its next write."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import textwrap
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from sync_pipelines.lib.db import create_database
-from sync_pipelines.lib.locks import AdvisoryLock, LockNotAvailable
+from sync_pipelines.lib.locks import AdvisoryLock, LockLostError, LockNotAvailable
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
@@ -106,3 +108,59 @@ def test_same_name_in_two_schemas_does_not_collide(pg_url, pg_db, pg_admin):
         other.dispose()
         with pg_admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{other_schema}" CASCADE')
+
+
+def kill_session(db, session_id: int) -> None:
+    """Drop a session from another connection, the way an admin, a failover or a network cut
+    would: the server ends it and frees what it held."""
+    admin = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.begin() as conn:
+            if db.is_postgres:
+                holds = conn.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FROM pg_locks WHERE pid = :p AND locktype = 'advisory'"
+                    ),
+                    {"p": session_id},
+                ).scalar()
+                assert holds == 1, "the session to kill should be the one holding the lock"
+                conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": session_id})
+            else:
+                conn.execute(sa.text(f"KILL {int(session_id)}"))
+    finally:
+        admin.dispose()
+
+
+def test_killed_lock_session_is_noticed_before_the_next_write(db):
+    lock = AdvisoryLock(db, "examiner:ABC12").acquire()
+    try:
+        lock.ensure_held()  # alive: no false alarm
+        if not db.is_postgres:
+            with db.connect() as conn:
+                holder = conn.execute(
+                    sa.text("SELECT IS_USED_LOCK(:n)"),
+                    {"n": f"{db.engine.url.database}/examiner:ABC12"},
+                ).scalar()
+            assert holder == lock.session_id
+        kill_session(db, lock.session_id)
+
+        with pytest.raises(LockLostError, match="lock 'examiner:ABC12' was lost"):
+            lock.ensure_held()
+        # by name too (write points that only know the name), and it stays lost
+        with pytest.raises(LockLostError, match="examiner:ABC12"):
+            AdvisoryLock.ensure_held_by(db, "examiner:ABC12")
+        assert not lock.held
+        # the lock really was gone: another run can take it at once
+        with AdvisoryLock(db, "examiner:ABC12") as other:
+            assert other.held
+    finally:
+        lock.release()  # releasing a lost lock is harmless
+
+
+def test_check_by_name_passes_while_held_and_fails_after_release(db):
+    with AdvisoryLock(db, "job"):
+        AdvisoryLock.ensure_held_by(db, "job")
+        with pytest.raises(LockLostError, match="'other' is not held by this process"):
+            AdvisoryLock.ensure_held_by(db, "other")
+    with pytest.raises(LockLostError, match="'job' is not held by this process"):
+        AdvisoryLock.ensure_held_by(db, "job")

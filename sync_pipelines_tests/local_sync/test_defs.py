@@ -15,12 +15,15 @@ from dagster import (
     materialize,
 )
 
+from sync_pipelines.lib.locks import lock_key
 from sync_pipelines.local_sync.defs import (
     local_sync_every_6_hours,
     local_sync_new_tenants,
     local_sync_tenant,
     tenant_partitions,
 )
+from sync_pipelines.local_sync.target import ensure_tables
+from sync_pipelines.local_sync.watermarks import Watermarks
 from sync_pipelines.resources import DatabaseResource
 from sync_pipelines.sandbox.local_sync_data import SourceData, generate_instance, write_source
 
@@ -153,3 +156,113 @@ def test_unreachable_tenant_is_reported_not_added(main_db, instance, pg_url, mon
     assert isinstance(outcome, SkipReason)
     assert "acme" in outcome.skip_message
     assert instance.get_dynamic_partitions(tenant_partitions.name) == []
+
+
+def test_unreachable_tenant_run_fails_naming_it_and_other_tenants_sync(
+    main_db, mysql_tenants, mysql_url, instance, pg_url, monkeypatch
+):
+    """clients_servers mode: 'acme' points at a live MySQL, 'filial' at a closed port."""
+    for var in ("WHATSAPP", "SYNC_CONTROL"):
+        monkeypatch.setenv(f"{var}_DATABASE_URL", pg_url)
+        monkeypatch.setenv(f"{var}_DATABASE_SCHEMA", main_db.schema)
+    monkeypatch.delenv("LOCAL_SYNC_TENANT_URL_TEMPLATE", raising=False)
+    good = mysql_tenants.home("acme").engine.url
+    with main_db.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE clients_servers (instance_name varchar(100), host varchar(100),"
+            " port integer, username varchar(100), password varchar(100), database varchar(100))"
+        )
+        conn.execute(
+            sa.text("INSERT INTO clients_servers VALUES (:i, :h, :p, :u, :pw, :d)"),
+            [
+                {
+                    "i": "acme",
+                    "h": good.host,
+                    "p": good.port,
+                    "u": good.username,
+                    "pw": good.password,
+                    "d": good.database,
+                },
+                {
+                    "i": "filial",
+                    "h": "127.0.0.1",
+                    "p": 1,
+                    "u": "filial_user",
+                    "pw": "Filial-Secret-7",
+                    "d": "filial_db",
+                },
+            ],
+        )
+    for name, first in (("acme", 1), ("filial", 100)):
+        write_source(
+            main_db, generate_instance(name, 5, first_contact_id=first, first_chat_id=first, seed=6)
+        )
+    instance.add_dynamic_partitions(tenant_partitions.name, ["acme", "filial"])
+
+    runs = {
+        tenant: materialize(
+            [local_sync_tenant],
+            partition_key=tenant,
+            instance=instance,
+            resources=RESOURCES,
+            raise_on_error=False,
+        )
+        for tenant in ("filial", "acme")
+    }
+
+    assert not runs["filial"].success
+    # Dagster wraps what the step raised; the step raised our error, with nothing under it
+    error = runs["filial"].failure_data_for_node("local_sync_tenant").error.cause
+    assert error.cls_name == "TenantUnreachable"
+    assert error.message.startswith(
+        "sync_pipelines.local_sync.tenants.TenantUnreachable: tenant filial:"
+    )
+    assert "127.0.0.1:1/filial_db" in error.message  # where, so the operator can check it
+    assert "clients_servers row of instance_name 'filial'" in error.message
+    assert error.cause is None and error.context is None  # no raw driver traceback under it
+    log_text = "\n".join(str(e) for e in instance.all_logs(runs["filial"].run_id))
+    assert "Filial-Secret-7" not in log_text and "filial_user" not in log_text
+
+    assert runs["acme"].success  # the other tenant's run is not affected
+    assert _count(mysql_tenants, "acme", "wpp_contacts") == 5
+
+
+def test_run_whose_lock_session_is_killed_stops_before_writing_more(main_db, env, instance):
+    """The tenant's lock lives on a control-database session. While the run writes contacts,
+    that session is terminated from another connection (a trigger on the tenant's table calls
+    pg_terminate_backend): the run must stop before its next table, not write on unlocked."""
+    write_source(
+        main_db, generate_instance("acme", 30, first_contact_id=1, first_chat_id=1, seed=7)
+    )
+    tenant = env.home("acme")
+    ensure_tables(tenant)
+    key = lock_key(f"{main_db.schema}/local_sync:acme")
+    with tenant.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION kill_lock_holder() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "PERFORM pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            f"AND objsubid = 1 AND classid = {(key >> 32) & 0xFFFFFFFF} "
+            f"AND objid = {key & 0xFFFFFFFF}; RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER kill_lock_holder AFTER INSERT ON wpp_contacts "
+            "FOR EACH STATEMENT EXECUTE FUNCTION kill_lock_holder()"
+        )
+    instance.add_dynamic_partitions(tenant_partitions.name, ["acme"])
+
+    result = materialize(
+        [local_sync_tenant],
+        partition_key="acme",
+        instance=instance,
+        resources=RESOURCES,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    error = result.failure_data_for_node("local_sync_tenant").error.cause
+    assert error.cls_name == "LockLostError"
+    assert "lock 'local_sync:acme' was lost" in error.message
+    assert _count(env, "acme", "wpp_contacts") == 30  # written while the lock was held
+    assert _count(env, "acme", "wpp_contact_sectors") == 0  # nothing after it was lost
+    assert _count(env, "acme", "wpp_chats") == 0
+    assert Watermarks(main_db).get("wpp_chats", "acme") is None
