@@ -64,11 +64,12 @@ def cmd_pools(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from .pools import POOL_LIMITS
-    from .sandbox.demo import set_pool_limits
 
-    set_pool_limits(DagsterInstance.get())
-    for pool, limit in POOL_LIMITS.items():
-        print(f"pool {pool}: {limit}")
+    # Runs in production at every rollout (deploy/entrypoint.sh): no sandbox import here.
+    with DagsterInstance.get() as instance:
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+            print(f"pool {pool}: {limit}")
     return 0
 
 

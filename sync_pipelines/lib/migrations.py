@@ -18,7 +18,9 @@ import sqlalchemy as sa
 
 from .db import Database, quote_ident
 
-SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
+# sync_pipelines/sql: in a checkout a link to the repository's sql/, in a wheel (the image's
+# non-editable install) the files themselves (pyproject.toml, package-data).
+SQL_ROOT = Path(__file__).resolve().parents[1] / "sql"
 _FILE = re.compile(
     r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<dialect>postgresql|mysql))?\.sql$"
 )
@@ -219,4 +221,7 @@ def migrate(db: Database, role: str | None = None, root: Path = SQL_ROOT) -> Mig
 
 def migration_roles(root: Path = SQL_ROOT) -> list[str]:
     """Every role that has a folder under ``sql/``."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not root.is_dir():
+        # Migrating nothing and exiting 0 would leave a rollout with an empty database.
+        raise MigrationError(f"{root}: migrations folder not found (sql/ missing from the install)")
+    return sorted(p.name for p in root.iterdir() if p.is_dir())

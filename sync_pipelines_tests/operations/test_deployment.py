@@ -22,6 +22,7 @@ from sync_pipelines.lib.db import normalize_url
 
 from ..dagster_db import scratch_database
 from .dagster_services import (
+    BIN,
     LOCATION,
     ROOT,
     Services,
@@ -55,6 +56,7 @@ def distributed(pg_url, tmp_path):
         env = clean_env(
             {"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": db_url, "SYNC_DATABASE_URL": db_url}
         )
+        env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
         grpc_port, web_port = free_port(), free_port()
         # deploy/workspace.yaml with the code server's address on this machine.
         workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
@@ -63,7 +65,16 @@ def distributed(pg_url, tmp_path):
         workspace_file.write_text(yaml.safe_dump(workspace))
         services = Services(tmp_path, env)
         try:
-            services.code_server(grpc_port)
+            # As the image starts it: deploy/entrypoint.sh migrates and sets the pool limits,
+            # then execs the code server (the rollout step of deploy/values.yaml).
+            services.start(
+                "code-server",
+                [
+                    "sh", str(ROOT / "deploy" / "entrypoint.sh"),
+                    "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port),
+                    "-m", "sync_pipelines.definitions", "--location-name", LOCATION,
+                ],
+            )  # fmt: skip
             url = services.webserver(workspace_file, web_port)
             services.daemon(workspace_file)
             wait_until_loaded(services, url)
@@ -74,6 +85,25 @@ def distributed(pg_url, tmp_path):
 
 def test_run_submitted_to_webserver_is_dequeued_by_daemon_and_succeeds(distributed, monkeypatch):
     services, url, db_url, home = distributed
+    # The rollout step ran before the code server served: every role's migrations are in
+    # and the pool limits of sync_pipelines/pools.py are in the instance, before any run.
+    from sync_pipelines.pools import POOL_LIMITS
+
+    engine = sa.create_engine(normalize_url(db_url))
+    with engine.connect() as conn:
+        ledger_roles = set(
+            conn.execute(sa.text("SELECT DISTINCT role FROM sync_control.schema_migrations"))
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert "control" in ledger_roles
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", db_url)
+    with DagsterInstance.get() as instance:
+        assert instance.get_run_records() == []
+        for pool, limit in POOL_LIMITS.items():
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == limit
     params = {
         "selector": {
             "repositoryLocationName": LOCATION,
