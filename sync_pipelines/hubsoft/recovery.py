@@ -15,6 +15,9 @@ pair) and gets a message with its history (created offline at <time>, local prot
    the next pass, which looks it up again before sending.
 Failures set ``sync_status='failed'`` with the reason and a backoff (``next_sync_at``); a
 HubSoft outage in the middle of a pass stops it without burning the other tickets' attempts.
+A category that matches none of the tenant's ticket types is such a failure (before any
+create), never a ticket opened with HubSoft's default type. The history message is pending
+until HubSoft accepted it (``history_message_at``), so every pass resumes the ones missing.
 """
 
 from __future__ import annotations
