@@ -332,9 +332,18 @@ class HubSoftClient:
         )
 
     def ticket_types(self) -> list[dict[str, Any]]:
-        return list(
-            self._call("GET", "/configuracao/tipo_atendimento").get("tipo_atendimento") or []
-        )
+        """The tenant's ticket types (``id_tipo_atendimento``, ``descricao``), from the
+        ``tipos_atendimento`` list of HubSoft's reply; a reply without it is an error, never
+        an empty list (every ticket would then open with HubSoft's default type)."""
+        body = self._call("GET", "/configuracao/tipo_atendimento")
+        types = body.get("tipos_atendimento")
+        if not isinstance(types, list):
+            keys = ", ".join(sorted(k for k in body if k not in ("status", "msg"))) or "none"
+            raise HubSoftError(
+                "configuracao/tipo_atendimento: the reply has no 'tipos_atendimento' list "
+                f"(keys: {keys}); ticket types cannot be resolved"
+            )
+        return [t for t in types if isinstance(t, dict)]
 
     # ---- health -----------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 - sensor ``hubsoft_health_monitor`` (every minute; full check every 5 min; state in its
   cursor): records each check, tells the admins on Telegram when HubSoft goes offline or
-  comes back, and on coming back requests the recovery run at once.
+  comes back (alert ``hubsoft:offline`` in the control database's alert state: each admin is
+  told once, and an admin Telegram did not reach is retried on the next tick), and on
+  coming back requests the recovery run at once.
 - job ``sync_tickets`` (the bot's ``/sync_tickets [offline|status|all]``), config ``mode``
   (default ``all``): one op materializing ``hubsoft/offline_ticket_recovery`` (offline tickets
   created in HubSoft exactly once) and/or ``hubsoft/ticket_status_sync`` (active tickets'
@@ -44,6 +46,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from ..lib.alerts import EVERY_ADMIN, AlertState
 from ..resources import DatabaseResource, TelegramResource
 from .client import HubSoftClient, HubSoftError, build_client, hubsoft_enabled
 from .health import (
@@ -69,6 +72,8 @@ RECOVERY_KEY = AssetKey(["hubsoft", "offline_ticket_recovery"])
 STATUS_KEY = AssetKey(["hubsoft", "ticket_status_sync"])
 # A health verdict older than this no longer stops the schedules: the run checks itself.
 STALE_HEALTH = dt.timedelta(minutes=15)
+# The outage alert in the control database's alert_state: raised = offline, resolved = back.
+OFFLINE_ALERT = "hubsoft:offline"
 
 # Every HubSoft step shares the hubsoft_api pool (limit 1): recovery, status sync and the
 # report never race each other on the API.
@@ -339,7 +344,10 @@ status_schedule = _mode_schedule("status", "*/15 * * * *", "hubsoft_status_sync_
     ),
 )
 def hubsoft_health_monitor(
-    context: SensorEvaluationContext, hubsoft_db: DatabaseResource, telegram: TelegramResource
+    context: SensorEvaluationContext,
+    hubsoft_db: DatabaseResource,
+    control_db: DatabaseResource,
+    telegram: TelegramResource,
 ):
     if not hubsoft_enabled():
         return SkipReason(DISABLED)
@@ -352,10 +360,9 @@ def hubsoft_health_monitor(
         previous = MonitorState.from_cursor(context.cursor) or state_from_history(db)
         now = dt.datetime.now(dt.UTC)
         outcome = monitor_tick(client, db, previous, now)
+        _announce_health(context, outcome, db, control_db, telegram, now)
         runs = []
         if outcome.transition:
-            text = transition_message(outcome, pending_count(db))
-            telegram.notify_admins(text, context.log)
             context.log.info(f"HubSoft is now {outcome.transition}")
             if outcome.transition != OFFLINE:
                 runs.append(
@@ -376,6 +383,39 @@ def hubsoft_health_monitor(
         skip_reason=f"HubSoft {outcome.state.state} ({outcome.check.kind} check{latency}); no transition",
         cursor=cursor,
     )
+
+
+def _announce_health(
+    context, outcome, db, control_db: DatabaseResource, telegram: TelegramResource, now
+) -> None:
+    """The outage alert: the transition and its message are committed together, then every
+    pending delivery of a HubSoft alert is sent (an admin not reached last tick is now)."""
+    alerts = AlertState(control_db.db)
+    channel = telegram.client()  # None when Telegram is not configured
+    offline = not outcome.check.online
+    alerts.transition_with_message(
+        OFFLINE_ALERT,
+        offline,
+        message=lambda change: transition_message(
+            outcome, pending_count(db), offline=change == "raised"
+        ),
+        recipients=channel.admin_chat_ids if channel is not None else [EVERY_ADMIN],
+        details={"error": outcome.check.error[:300]} if offline else None,
+        now=now,
+    )
+    if channel is None:
+        report = alerts.deliver_pending(
+            lambda text: telegram.notify_admins(text, context.log), key=OFFLINE_ALERT, now=now
+        )
+    else:
+        with channel:
+            report = alerts.deliver_pending(channel, key=OFFLINE_ALERT, now=now)
+    if report.delivered or report.errors:
+        context.log.info(
+            f"HubSoft alert deliveries: {report.delivered} sent, {report.failed} to retry, "
+            f"{report.gave_up} given up"
+            + (f" ({'; '.join(report.errors[:3])})" if report.errors else "")
+        )
 
 
 defs = Definitions(

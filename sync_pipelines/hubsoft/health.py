@@ -147,11 +147,16 @@ def monitor_tick(
     return TickOutcome(check=check, state=state, transition=transition, previous=previous)
 
 
-def transition_message(outcome: TickOutcome, pending_tickets: int) -> str:
-    """The admin notification for a transition (no personal data in it)."""
+def transition_message(
+    outcome: TickOutcome, pending_tickets: int, *, offline: bool | None = None
+) -> str:
+    """The admin notification for a transition (no personal data in it); ``offline`` says
+    which one when the caller decided it (the alert state), else the tick's transition."""
     when = outcome.check.checked_at.astimezone(dt.timezone(dt.timedelta(hours=-3)))
     stamp = when.strftime("%d/%m/%Y %H:%M")
-    if outcome.transition == OFFLINE:
+    if offline is None:
+        offline = outcome.transition == OFFLINE
+    if offline:
         return (
             f"🔴 HubSoft OFFLINE desde {stamp} (BRT).\n"
             f"Erro: {redact(outcome.check.error)[:300]}\n"
@@ -163,7 +168,7 @@ def transition_message(outcome: TickOutcome, pending_tickets: int) -> str:
         down_since = dt.datetime.fromisoformat(outcome.previous.since)
         minutes = int((outcome.check.checked_at - down_since).total_seconds() // 60)
         duration = f" após {minutes} min fora do ar"
-    latency = outcome.check.latency_ms
+    latency = outcome.check.latency_ms or 0.0
     return (
         f"🟢 HubSoft ONLINE novamente às {stamp} (BRT){duration}; latência {latency:.0f} ms.\n"
         f"{pending_tickets} chamado(s) aguardando sincronização: recuperação iniciada."

@@ -15,6 +15,9 @@ pair) and gets a message with its history (created offline at <time>, local prot
    the next pass, which looks it up again before sending.
 Failures set ``sync_status='failed'`` with the reason and a backoff (``next_sync_at``); a
 HubSoft outage in the middle of a pass stops it without burning the other tickets' attempts.
+A category that matches none of the tenant's ticket types is such a failure (before any
+create), never a ticket opened with HubSoft's default type. The history message is pending
+until HubSoft accepted it (``history_message_at``), so every pass resumes the ones missing.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class RecoveryResult:
     failed: int = 0
     uncertain: int = 0
     messages_added: int = 0
+    messages_pending: int = 0  # history messages whose call failed: sent by the next pass
     skipped_reason: str = ""
     stopped_reason: str = ""
     linked: list[LinkedTicket] = field(default_factory=list)
@@ -95,6 +99,7 @@ class RecoveryResult:
             "failed": self.failed,
             "uncertain": self.uncertain,
             "history_messages_added": self.messages_added,
+            "history_messages_pending": self.messages_pending,
             "duration_s": round(self.duration_s, 2),
         }
 
@@ -231,19 +236,29 @@ class _Recovery:
                 return ticket
         return None
 
-    def _ticket_type(self, category: str | None) -> int | None:
-        if not category:
-            return None
+    def _ticket_type(self, row: Any) -> int:
+        """The tenant's ``id_tipo_atendimento`` for the ticket's category (by name, accents
+        and case ignored, or by id). No match is an error naming the ticket: HubSoft would
+        otherwise open it silently with its default type."""
+        category = (row.category or "").strip()
         if self._types is None:
             self._types = self.client.ticket_types()
         wanted = _norm(category)
-        for row in self._types:
-            if (
-                _norm(str(row.get("descricao"))) == wanted
-                or str(row.get("id_tipo_atendimento")) == category.strip()
+        for known in self._types:
+            ident = known.get("id_tipo_atendimento")
+            if category and (
+                _norm(str(known.get("descricao"))) == wanted or str(ident) == category
             ):
-                return int(row["id_tipo_atendimento"])
-        return None  # HubSoft's default type; the category stays in the description
+                try:
+                    return int(ident)
+                except (TypeError, ValueError):
+                    break
+        names = ", ".join(str(t.get("descricao")) for t in self._types[:12]) or "none"
+        what = f"category {category!r}" if category else "no category"
+        raise HubSoftRejected(
+            f"ticket {row.protocol}: {what} matches no HubSoft ticket type "
+            f"(tenant types: {names}); fix the category, then set next_sync_at = now()"
+        )
 
     def form_data(self, row: Any) -> dict[str, Any]:
         """The create payload rebuilt from what the bot saved (and the client, if needed)."""
@@ -281,9 +296,7 @@ class _Recovery:
         }
         if row.customer_email:
             payload["email"] = row.customer_email
-        ticket_type = self._ticket_type(row.category)
-        if ticket_type is not None:
-            payload["id_tipo_atendimento"] = ticket_type
+        payload["id_tipo_atendimento"] = self._ticket_type(row)
         return payload
 
     def recover(self, row: Any) -> None:
@@ -334,7 +347,14 @@ class _Recovery:
             return None
 
     def add_history_messages(self) -> None:
-        """The historical-context message on each recovered ticket that does not have it yet."""
+        """The historical-context message on each recovered ticket that does not have it yet.
+
+        ``history_message_at`` is set only after HubSoft accepted the message, so a message
+        whose call failed (error reply, 5xx, reset, outage, a pass stopped before this step)
+        is sent by the next pass. HubSoft has no call that lists a ticket's messages, so a
+        reply lost after HubSoft stored the message cannot be checked: it is resent too
+        (a second copy of a note beats a ticket without its local protocol's history).
+        """
         with self.db.connect() as conn:
             rows = conn.execute(
                 sa.text(
@@ -352,11 +372,23 @@ class _Recovery:
             )
             try:
                 self.client.add_message(row.hubsoft_atendimento_id, text)
-            except HubSoftUncertain:
-                pass  # may have been added: marking it avoids a second copy
-            except HubSoftError:
-                continue  # retried on the next pass
-            self._update(row.id, "history_message_at = :now", now=self.now)
+            except HubSoftError as exc:
+                self._update(
+                    row.id,
+                    "history_message_attempts = history_message_attempts + 1, "
+                    "history_message_error = :e",
+                    e=redact(f"{type(exc).__name__}: {exc}")[:500],
+                )
+                self.result.messages_pending += 1
+                if isinstance(exc, HubSoftUnavailable) and not isinstance(exc, HubSoftUncertain):
+                    raise  # HubSoft is down: the rest wait for the next pass
+                continue
+            self._update(
+                row.id,
+                "history_message_at = :now, history_message_attempts = "
+                "history_message_attempts + 1, history_message_error = NULL",
+                now=self.now,
+            )
             self.result.messages_added += 1
 
 

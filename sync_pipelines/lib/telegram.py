@@ -3,12 +3,16 @@
 Built on the project's HTTP base. What Telegram adds on top of it:
 - the bot token is part of the URL path (``/bot<token>/sendMessage``), so it is registered
   with ``register_secret`` and every URL that may reach a log goes through ``redact``;
-- a 429 says how long to wait in the JSON body (``parameters.retry_after``), not always in a
-  header, so 429s are handled here: wait what Telegram asked (capped), then resend;
+- a 429 (and sometimes a 5xx) says how long to wait in the JSON body
+  (``parameters.retry_after``), not always in a header, so 429s and 5xx replies are handled
+  here: wait what Telegram asked (capped; a 5xx without it waits 1 s, 2 s, 4 s…), then
+  resend; a connection reset or refused connection is resent by the HTTP base;
 - one admin who blocked the bot (403) or a wrong chat id (400) must not stop the others from
   being told: ``send_admins`` records each chat's outcome and never raises for one chat.
 
 Notifications are best effort: callers log the per-chat results, never fail a run on them.
+Alert transitions go through ``lib/alerts.py``, which keeps each admin's delivery and retries
+it on the next tick: this client is its ``AlertChannel`` (``admin_chat_ids`` + ``send``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ MAX_TEXT_CHARS = 4096
 TRUNCATION_MARK = "\n…"
 # Telegram's retry_after can be tens of seconds; a notification is not worth hanging a run.
 DEFAULT_MAX_RETRY_AFTER_S = 60.0
+# How many times a reply that says "later" (429, 5xx) is waited out before giving up.
 DEFAULT_MAX_429_RETRIES = 3
+RETRY_LATER_STATUSES = (500, 502, 503, 504)
 
 
 class TelegramError(RuntimeError):
@@ -87,15 +93,12 @@ class TelegramClient:
         self._token = bot_token
         self.admin_chat_ids = parse_admin_ids(admin_chat_ids)
         self.base_url = base_url.rstrip("/")
-        # 5xx and lost connections are retried by the base: a rare duplicate admin message
-        # is better than a lost outage alert. 429 is handled here (retry_after in the body).
+        # Lost connections are resent by the base: a rare duplicate admin message is better
+        # than a lost outage alert. 429 and 5xx are handled here (retry_after in the body).
         self.http = http or HttpClient(
             timeout=(5.0, 15.0),
             retry=RetryPolicy(
-                max_attempts=3,
-                base_backoff=0.5,
-                max_backoff=5.0,
-                retry_statuses=frozenset({500, 502, 503, 504}),
+                max_attempts=3, base_backoff=0.5, max_backoff=5.0, retry_statuses=frozenset()
             ),
         )
         self.max_retry_after = max_retry_after
@@ -126,7 +129,7 @@ class TelegramClient:
                     self._url("sendMessage"),
                     json=payload,
                     retry_safe=True,
-                    expected=(200, 400, 401, 403, 404, 429),
+                    expected=(200, 400, 401, 403, 404, 429, *RETRY_LATER_STATUSES),
                 )
             except HttpError as exc:
                 raise TelegramError(
@@ -138,12 +141,16 @@ class TelegramClient:
                 return SendResult(chat_id=str(chat_id), ok=True, message_id=message_id)
             code = int(body.get("error_code") or response.status_code)
             description = str(body.get("description") or response.reason or "")
-            if code == 429 and attempt < self.max_429_retries:
+            retry_later = code == 429 or response.status_code in RETRY_LATER_STATUSES
+            if retry_later and attempt < self.max_429_retries:
                 wait = _retry_after(body, response.headers.get("Retry-After"))
+                if wait is None:
+                    wait = float(2**attempt)
                 self._sleep(min(wait, self.max_retry_after))
                 continue
             raise TelegramError(
-                f"Telegram refused the message: {code} {description}",
+                f"Telegram refused the message: {code} {description} "
+                f"(POST {redact(self._url('sendMessage'))}, {attempt + 1} attempt(s))",
                 status=code,
                 description=description,
             )
@@ -179,12 +186,13 @@ def _json(response: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _retry_after(body: dict[str, Any], header: str | None) -> float:
+def _retry_after(body: dict[str, Any], header: str | None) -> float | None:
+    """Seconds Telegram asked to wait (body first, then the header); None when it did not say."""
     params = body.get("parameters") or {}
-    for value in (params.get("retry_after"), header):
+    for value in (params.get("retry_after") if isinstance(params, dict) else None, header):
         try:
             if value is not None:
                 return max(0.0, float(value))
         except (TypeError, ValueError):
             continue
-    return 1.0
+    return None

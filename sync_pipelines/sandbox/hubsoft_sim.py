@@ -15,7 +15,17 @@ Written from contracts/hubsoft.md:
   API down; ``drop_after_commit`` with ``path="atendimento$"`` opens the ticket and then hangs
   up without a reply.
 - ``set_ticket_status(id, prefixo)`` (or ``POST /__admin/hubsoft/tickets/<id>/status``)
-  moves a ticket as an agent would; a closing status sets ``data_fechamento``.
+  moves a ticket as an agent would; a closing status sets ``data_fechamento``;
+  ``reopen_ticket(id)`` reopens a closed one (``data_fechamento``/``status_fechamento``
+  cleared, status ``pendente``), as agents do when the customer calls back.
+- Ticket types are the tenant's own: ids such as 109, not 1..N, listed under
+  ``tipos_atendimento`` (the key of HubSoft's documented reply). A create without
+  ``id_tipo_atendimento`` is accepted and silently gets the tenant's default type (SAC), the
+  trap a client falls into when it cannot resolve a type; an unknown id is a 200 error.
+- Faults between the create and the history message come from the harness with
+  ``path="adicionar_mensagem"``: ``error_rate``/``fail_next`` (5xx before processing),
+  ``outage`` "refuse" (connection reset before processing), ``drop_after_commit`` (message
+  stored, reply lost). HubSoft has no call that lists a ticket's messages.
 """
 
 from __future__ import annotations
@@ -44,13 +54,17 @@ STATUSES: list[tuple[int, str, str, bool]] = [
     (5, "Base Técnica", "base_tecnica", False),
     (6, "Resolvido", "resolvido", True),
 ]
+# The tenant's ticket types (ids are the tenant's own, as in HubSoft's documented reply).
 TICKET_TYPES: list[tuple[int, str]] = [
-    (1, "SEM ACESSO A INTERNET"),
-    (2, "INTERNET LENTA"),
-    (3, "FINANCEIRO"),
-    (4, "SUPORTE TÉCNICO"),
-    (5, "CANCELAMENTO"),
+    (101, "SAC"),
+    (109, "SEM ACESSO A INTERNET"),
+    (111, "INTERNET LENTA"),
+    (115, "FINANCEIRO"),
+    (120, "SUPORTE TÉCNICO"),
+    (130, "CANCELAMENTO"),
 ]
+# What HubSoft gives a ticket opened without ``id_tipo_atendimento``.
+DEFAULT_TICKET_TYPE = 101
 FIRST_NAMES = ["MARIA", "JOSE", "ANA", "JOAO", "FRANCISCA", "ANTONIO", "ADRIANA", "CARLOS"]
 LAST_NAMES = ["SOUZA", "SILVA", "SANTOS", "OLIVEIRA", "PEREIRA", "LIMA", "COSTA", "ALVES"]
 
@@ -202,7 +216,7 @@ class HubSoftSimulator(Simulator):
                 client,
                 client.service_ids[0],
                 f"Chamado pré-existente {index + 1} | ATENDIMENTO ABERTO VIA API",
-                id_tipo_atendimento=1 + index % len(TICKET_TYPES),
+                id_tipo_atendimento=TICKET_TYPES[index % len(TICKET_TYPES)][0],
                 when=start + dt.timedelta(days=index, minutes=17 * index),
             )
 
@@ -219,7 +233,7 @@ class HubSoftSimulator(Simulator):
         service_id: int,
         descricao: str,
         *,
-        id_tipo_atendimento: int = 1,
+        id_tipo_atendimento: int = DEFAULT_TICKET_TYPE,
         id_atendimento_status: int = 1,
         when: dt.datetime | None = None,
         nome: str = "",
@@ -273,6 +287,13 @@ class HubSoftSimulator(Simulator):
             else:
                 ticket.data_fechamento = ticket.status_fechamento = None
             return ticket
+
+    def reopen_ticket(self, id_atendimento: int, prefixo: str = "pendente") -> SimTicket:
+        """Reopen a closed ticket as an agent does when the customer calls back."""
+        with self._data_lock:
+            if not self.tickets[id_atendimento].closed:
+                raise ValueError(f"ticket {id_atendimento} is not closed")
+            return self.set_ticket_status(id_atendimento, prefixo)
 
     # ---- auth -------------------------------------------------------------------------
 
@@ -336,7 +357,9 @@ class HubSoftSimulator(Simulator):
         if not self._authorized(request):
             return self._unauthorized()
         rows = [{"id_tipo_atendimento": i, "descricao": d} for i, d in TICKET_TYPES]
-        return Response.json({"status": "success", "msg": "ok", "tipo_atendimento": rows})
+        return Response.json(
+            {"status": "success", "msg": "Dados consultados com sucesso", "tipos_atendimento": rows}
+        )
 
     # ---- clients and tickets ----------------------------------------------------------
 
@@ -377,7 +400,7 @@ class HubSoftSimulator(Simulator):
         phone = str(body["telefone"])
         if not phone.isdigit() or len(phone) not in (10, 11):
             return _error("Dados inválidos", "O campo telefone deve ter DDD + número.")
-        tipo = int(body.get("id_tipo_atendimento") or 1)
+        tipo = int(body.get("id_tipo_atendimento") or DEFAULT_TICKET_TYPE)
         if tipo not in dict(TICKET_TYPES):
             return _error("Tipo de atendimento não encontrado", f"id_tipo_atendimento {tipo}")
         status = int(body.get("id_atendimento_status") or 1)

@@ -7,6 +7,12 @@ was blocked by the user" for chats in ``blocked_chats``, 400 "Bad Request: chat 
 for chats in ``unknown_chats``, 400 for an empty or too long text, and 429 with
 ``parameters.retry_after`` for the next N messages after ``rate_limit_next(N, retry_after)``.
 
+Per-chat faults, as one admin's chat can fail while another's works (a flaky route, a
+Telegram shard in trouble): ``fail_chat(chat_id, mode, count, retry_after)`` makes the next
+``count`` sendMessage calls for that chat end in a connection reset before Telegram reads
+them (``"reset"``), a 5xx (``"500"``, ``"502"``, ``"503"``, ``"504"``; ``parameters.retry_after``
+when given) or a 429 with ``retry_after``; none of them delivers the message.
+
 Every accepted message is kept in ``messages`` (also ``GET /__admin/telegram/messages``), so
 tests and the demo count what admins were told.
 """
@@ -17,11 +23,12 @@ import threading
 import time
 from typing import Any
 
-from .harness import Request, Response, Simulator, route
+from .harness import LoggedRequest, Request, Response, Simulator, _Drop, route
 from .simulators import SandboxPart
 
 SANDBOX_BOT_TOKEN = "7000000001:sandbox-telegram-bot-token-not-real-0001"
 SANDBOX_ADMIN_IDS = ("111111111", "222222222")
+CHAT_FAULT_MODES = frozenset({"reset", "429", "500", "502", "503", "504"})
 
 
 class TelegramSimulator(Simulator):
@@ -44,7 +51,52 @@ class TelegramSimulator(Simulator):
         self._rate_limited = 0
         self._retry_after = 1
         self._state_lock = threading.Lock()
+        self._chat_faults: dict[str, list[tuple[str, int | None]]] = {}
         super().__init__(seed, faults)
+
+    def fail_chat(
+        self, chat_id: str, mode: str, count: int = 1, retry_after: int | None = None
+    ) -> None:
+        """The next ``count`` sendMessage calls for ``chat_id`` fail (module docstring)."""
+        if mode not in CHAT_FAULT_MODES:
+            raise ValueError(f"unknown chat fault {mode!r}; known: {sorted(CHAT_FAULT_MODES)}")
+        if mode == "429" and retry_after is None:
+            retry_after = 1
+        with self._state_lock:
+            self._chat_faults.setdefault(str(chat_id), []).extend([(mode, retry_after)] * count)
+
+    def handle(self, request: Request) -> Response:
+        fault = self._chat_fault(request)
+        if fault is None:
+            return super().handle(request)
+        mode, retry_after = fault
+        entry = LoggedRequest(
+            time.time(), request.method, request.path, {}, {}, fault=f"chat:{mode}"
+        )
+        with self._lock:
+            self._log.append(entry)
+        if mode == "reset":
+            raise _Drop(reset=True)
+        code = int(mode)
+        entry.status = code
+        extra = {"parameters": {"retry_after": retry_after}} if retry_after is not None else {}
+        description = (
+            f"Too Many Requests: retry after {retry_after}" if code == 429 else "Bad Gateway"
+        )
+        return self._error(code, description, **extra)
+
+    def _chat_fault(self, request: Request) -> tuple[str, int | None] | None:
+        if not request.path.endswith("/sendMessage"):
+            return None
+        try:
+            content_type = request.header("content-type", "") or ""
+            fields = (request.json() if "json" in content_type else request.form()) or {}
+        except ValueError:
+            return None
+        chat_id = str(fields.get("chat_id", "")).strip()
+        with self._state_lock:
+            queue = self._chat_faults.get(chat_id)
+            return queue.pop(0) if queue else None
 
     def rate_limit_next(self, count: int, retry_after: int = 1) -> None:
         """The next ``count`` sendMessage calls get 429 with ``retry_after`` seconds."""
@@ -61,6 +113,7 @@ class TelegramSimulator(Simulator):
         with self._state_lock:
             self.messages.clear()
             self._rate_limited = 0
+            self._chat_faults.clear()
 
     @staticmethod
     def _error(code: int, description: str, **extra: Any) -> Response:

@@ -47,7 +47,11 @@ from sync_pipelines.sandbox.telegram_sim import (
 
 from ..dagster_db import scratch_database
 
-RESOURCES = {"hubsoft_db": DatabaseResource(role="hubsoft"), "telegram": TelegramResource()}
+RESOURCES = {
+    "hubsoft_db": DatabaseResource(role="hubsoft"),
+    "control_db": DatabaseResource(role="control"),
+    "telegram": TelegramResource(),
+}
 
 
 @pytest.fixture
@@ -63,6 +67,9 @@ def project(pg_url, monkeypatch):
             monkeypatch.setenv(key, value)
         db = database_for_role("hubsoft")
         migrate(db, "hubsoft")
+        control = database_for_role("control")
+        migrate(control, "control")
+        control.dispose()
         yield hubsoft, telegram, db, env
         db.dispose()
     hubsoft.stop()
@@ -213,3 +220,21 @@ def test_schedules_skip_while_hubsoft_is_offline_and_run_when_back(project):
         request = schedule_tick(recovery_schedule, instance)
         assert isinstance(request, RunRequest)
         assert request.run_config["ops"]["hubsoft_ticket_sync"]["config"]["mode"] == "offline"
+
+
+def test_offline_alert_reaches_an_admin_whose_chat_reset_on_a_later_tick_once(project):
+    hubsoft, telegram, _, _ = project
+    first_admin, second_admin = SANDBOX_ADMIN_IDS
+    with DagsterInstance.ephemeral() as instance:
+        up = sensor_tick(instance)
+        hubsoft.set_faults(outage="refuse")
+        # Telegram resets every connection to the second admin's chat during this tick
+        # (three attempts: the client's own retries are spent too).
+        telegram.fail_chat(second_admin, "reset", count=3)
+        down = sensor_tick(instance, up.cursor)
+        assert len(telegram.texts(first_admin)) == 1 and telegram.texts(second_admin) == []
+        still = sensor_tick(instance, down.cursor)
+        sensor_tick(instance, still.cursor)
+    first, second = telegram.texts(first_admin), telegram.texts(second_admin)
+    assert len(first) == 1 and "OFFLINE" in first[0]
+    assert second == first  # late, once, and the first admin was not told twice

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sync_pipelines.hubsoft.health import MonitorState, monitor_tick
 from sync_pipelines.hubsoft.recovery import LOCK_NAME, recover_offline_tickets
 from sync_pipelines.hubsoft.report import build_report
-from sync_pipelines.hubsoft.status import sync_statuses
+from sync_pipelines.hubsoft.status import RECHECK_CLOSED, sync_statuses
 from sync_pipelines.lib.locks import AdvisoryLock
 from sync_pipelines.sandbox.hubsoft_data import (
     BAD_SERVICE_ID,
@@ -201,8 +201,10 @@ def test_status_sync_follows_hubsoft_and_records_synced_at(sim, client, hubsoft_
     assert (after[ids[0]].status, after[ids[0]].hubsoft_status) == ("closed", "Resolvido")
     assert (after[ids[1]].status, after[ids[1]].hubsoft_status) == ("in_progress", "Base Técnica")
     assert after[ids[2]].status == "open" and after[ids[2]].synced_at == later
-    # Closed tickets are no longer active.
-    assert sync_statuses(client, hubsoft_db, now=later).checked == 2
+    # A closed ticket is re-read for RECHECK_CLOSED (a reopen must be seen), then no longer.
+    assert sync_statuses(client, hubsoft_db, now=later).checked == 3
+    past_window = later + RECHECK_CLOSED + dt.timedelta(minutes=1)
+    assert sync_statuses(client, hubsoft_db, now=past_window).checked == 2
 
 
 def test_monitor_announces_each_transition_once_and_the_report_counts(sim, client, hubsoft_db):

@@ -141,3 +141,15 @@ def test_resource_never_raises_when_telegram_is_unreachable(sim, monkeypatch):
     sim.set_faults(outage="refuse")
     outcome = TelegramResource().notify_admins("x")
     assert outcome.sent == 0 and outcome.failed == 2
+
+
+def test_5xx_and_429_for_one_chat_wait_what_telegram_asked_and_the_other_chat_is_untouched(sim):
+    sim.fail_chat("222", "502", count=1, retry_after=4)
+    sim.fail_chat("222", "429", count=1, retry_after=9)
+    sim.fail_chat("222", "reset", count=2)  # resent by the HTTP base
+    sleeps: list[float] = []
+    with make_client(sim, sleeps=sleeps) as client:
+        results = client.send_admins("HubSoft OFFLINE")
+    assert [r.ok for r in results] == [True, True, True]
+    assert sleeps == [4.0, 9.0]
+    assert [sim.texts(chat) for chat in ADMINS] == [["HubSoft OFFLINE"]] * 3
