@@ -154,7 +154,12 @@ def test_every_login_page_carries_the_new_session_text_so_only_the_script_call_d
         first = browser.get(f"{portal.base_url}/gefor/SGU/login.do?method=iniciarLogin")
         refused = browser.post(
             f"{portal.base_url}/gefor/SGU/login.do",
-            data={"method": "autenticar", "codigo": DOCTOR.cpf, "senha": "x", "forceLogout": "false"},
+            data={
+                "method": "autenticar",
+                "codigo": DOCTOR.cpf,
+                "senha": "x",
+                "forceLogout": "false",
+            },
         )
     for page in (first, refused):
         text = page.content.decode("iso-8859-1")
