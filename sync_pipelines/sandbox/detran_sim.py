@@ -192,6 +192,7 @@ class DetranPortalSimulator(Simulator):
         self.bookings_per_day = bookings_per_day
         self.users: dict[str, PortalUser] = {u.cpf: u for u in users or []}
         self.password_posts: dict[str, int] = {}  # CPF -> passwords posted to autenticar
+        self.helper_references: list[str] = []  # dataReferencia of each JSON helper call
         self._clock_offset = 0.0
         self._sessions: dict[str, _Session] = {}
         self._days: dict[tuple[str, str, dt.date], list[dict[str, str]]] = {}
@@ -280,6 +281,7 @@ class DetranPortalSimulator(Simulator):
         super().reset()
         with self._lock:
             self.password_posts.clear()
+            self.helper_references.clear()
             self._sessions.clear()
             self._days.clear()
             self.columns_reordered = False
@@ -575,6 +577,7 @@ class DetranPortalSimulator(Simulator):
             user = self.users[sess.cpf]
             method = form.get("method", "")
             if method == "refreshAgendaMedicaByMedico":
+                self.helper_references.append(form.get("dataReferencia", ""))
                 day = _parse_day(form.get("dataReferencia")) or dt.datetime.now(PORTAL_TZ).date()
                 dates = [
                     day + dt.timedelta(days=i)
