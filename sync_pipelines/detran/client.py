@@ -43,6 +43,7 @@ from .parse import (
     PageFormatError,
     UnreadableRow,
     normalize_text,
+    parse_document,
     parse_page,
     read_agenda_table,
 )
@@ -186,9 +187,7 @@ def mask_page(html: str) -> str:
     CPFs, phones, e-mails and secrets masked by ``lib/redact``. Markup stays readable.
 
     Parsed with lxml, so a cell without ``</td>`` is masked like any other."""
-    doc = lxml.html.document_fromstring(html) if html.strip() else None
-    if doc is None:
-        return html
+    doc = parse_document(html)
     for element in doc.iter():
         if not isinstance(element.tag, str):  # comments, processing instructions
             element.text = _mask_words(element.text)

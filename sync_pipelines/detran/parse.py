@@ -138,7 +138,8 @@ class Page:
         return normalize_text(self.text)
 
 
-def _document(html: str) -> lxml.html.HtmlElement:
+def parse_document(html: str) -> lxml.html.HtmlElement:
+    """The page as an lxml tree; never raises, an empty page is an empty document."""
     # An XML-style encoding declaration in an already decoded string makes lxml refuse it.
     html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)
     if not html.strip():
@@ -224,7 +225,7 @@ def dialog_calls(script: str) -> set[str]:
 
 
 def parse_page(html: str) -> Page:
-    doc = _document(html)
+    doc = parse_document(html)
     page = Page(html=html)
     for element in doc.iter("form"):
         form = _form(element)
