@@ -8,6 +8,13 @@ in one transaction under a per-examiner transaction lock, so re-running never cr
 second appointment. Slots without a CPF cannot be matched safely and are only counted.
 A slot that was later removed keeps its appointment: cancelling a clinic appointment is the
 users' decision, so the count of such slots is reported instead.
+
+Corrections: when the portal corrects a booking (its name, phone or e-mail; date, time and
+CPF make the slot itself), the appointment the sync created gets the corrected values,
+field by field, unless the clinic edited that field. ``agenda_slots.agendamento_synced``
+holds what the sync last wrote; an appointment field that differs from it was edited
+locally and is kept (counted in ``kept_local_edits``). Appointments made by hand and only
+linked have no such record and are never changed.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from ..lib.locks import lock_key
 from .slots import SOURCE
 
 _CPF_DIGITS = "regexp_replace(coalesce({}, ''), '[^0-9]', '', 'g')"
+# The booking fields an appointment copies and the portal may correct.
+CORRECTABLE = ("nome", "telefone", "email")
+_SLOT_VALUES = (
+    "jsonb_build_object(" + ", ".join(f"'{f}', s.payload->>'{f}'" for f in CORRECTABLE) + ")"
+)
 
 
 @dataclass
@@ -31,6 +43,8 @@ class AppointmentsResult:
     already_linked: int = 0
     without_cpf: int = 0
     removed_with_appointment: int = 0
+    corrected: int = 0  # appointments that took a correction from the portal
+    kept_local_edits: int = 0  # corrected fields left as the clinic edited them
 
 
 def create_appointments(db: Database, usuario_id: int, day: dt.date) -> AppointmentsResult:
@@ -71,13 +85,17 @@ def create_appointments(db: Database, usuario_id: int, day: dt.date) -> Appointm
                 f"  SELECT usuario_id, nome, cpf, telefone, email, data, hora, tipo_exame,"
                 f"    'DETRAN', 'agendado' FROM candidates"
                 f"  RETURNING id, usuario_id, data, hora, {_CPF_DIGITS.format('cpf')} AS cpf)"
-                f" UPDATE agenda_slots s SET agendamento_id = c.id FROM created c"
+                f" UPDATE agenda_slots s SET agendamento_id = c.id,"
+                f"   agendamento_synced = {_SLOT_VALUES} FROM created c"
                 f" WHERE {current} AND s.agendamento_id IS NULL AND s.usuario_id = c.usuario_id"
                 f" AND s.data = c.data AND s.hora = c.hora AND {slot_cpf} = c.cpf"
                 f" RETURNING c.id"
             ),
             key,
         ).rowcount
+        corrections = _apply_corrections(conn, current, key)
+        result.corrected = sum(1 for row in corrections if row.took)
+        result.kept_local_edits = sum(row.kept for row in corrections)
         counts = conn.execute(
             sa.text(
                 "SELECT"
@@ -95,3 +113,43 @@ def create_appointments(db: Database, usuario_id: int, day: dt.date) -> Appointm
     result.without_cpf = counts.without_cpf
     result.removed_with_appointment = counts.removed_linked
     return result
+
+
+def _apply_corrections(conn, current: str, key: dict) -> list:
+    """Bring the portal's corrections to the appointments the sync created; one row per
+    appointment looked at: corrected fields it took (``took``) and kept as edited (``kept``)."""
+    # Per field: the appointment still holds what the sync wrote → take the portal's value;
+    # otherwise the clinic edited it → keep it. Evaluated on the row being updated, so an
+    # edit committed meanwhile is seen (READ COMMITTED re-reads a concurrently updated row).
+    sets = ", ".join(
+        f"{f} = CASE WHEN a.{f} IS NOT DISTINCT FROM c.old->>'{f}' THEN c.new->>'{f}'"
+        f" ELSE a.{f} END"
+        for f in CORRECTABLE
+    )
+    # RETURNING sees the updated row: a corrected field that does not hold the portal's
+    # value now was kept as edited locally.
+    took, kept = (
+        " + ".join(
+            f"(c.old->>'{f}' IS DISTINCT FROM c.new->>'{f}'"
+            f" AND a.{f} IS {'NOT ' if held else ''}DISTINCT FROM c.new->>'{f}')::int"
+            for f in CORRECTABLE
+        )
+        for held in (True, False)
+    )
+    return conn.execute(
+        sa.text(
+            f"WITH linked AS ("
+            f"  SELECT DISTINCT ON (s.agendamento_id) s.id AS slot_id, s.agendamento_id,"
+            f"    s.agendamento_synced AS old, {_SLOT_VALUES} AS new"
+            f"  FROM agenda_slots s WHERE {current} AND s.agendamento_id IS NOT NULL"
+            f"    AND s.agendamento_synced IS NOT NULL"
+            f"  ORDER BY s.agendamento_id, s.id),"
+            f" corrected AS ("
+            f"  UPDATE agendamentos a SET {sets} FROM linked c"
+            f"  WHERE a.id = c.agendamento_id AND c.old IS DISTINCT FROM c.new"
+            f"  RETURNING c.slot_id, c.new, {took} AS took, {kept} AS kept)"
+            f" UPDATE agenda_slots s SET agendamento_synced = c.new FROM corrected c"
+            f" WHERE s.id = c.slot_id RETURNING c.took, c.kept"
+        ),
+        key,
+    ).all()

@@ -33,7 +33,9 @@ def add_examiner_parser(parser: argparse.ArgumentParser | None = None) -> argpar
     parser.add_argument("--cpf", help="the portal login (000.000.000-00 or 11 digits)")
     parser.add_argument("--profession", choices=PROFESSIONS, help="medico or psicologo")
     parser.add_argument(
-        "--unit", help="idUnidTransito to choose when the portal offers several units"
+        "--unit",
+        help="idUnidTransito to log in at first when the portal offers several units "
+        "(every offered unit is read; empty: the first offered)",
     )
     parser.add_argument(
         "--work-days", help="days to sync: 'seg-sex', 'seg,qua,sex', 'mon-sat' or '1-5'"

@@ -1,14 +1,18 @@
 """The e-CNHsp portal client: the agenda login with its detours, one query per day, logout.
 
 Plain HTTP on ``lib/http.HttpClient`` (one keep-alive ``requests.Session``; the site's WAF
-resets new TLS connections) and the stdlib HTML parser. Pages are ISO-8859-1 and always
-HTTP 200, so every state is read from the HTML (see ``contracts/detran.md``):
+resets new TLS connections) and lxml's HTML parser (``parse.py``). Pages are ISO-8859-1 and
+always HTTP 200, so every state is read from the HTML (see ``contracts/detran.md``):
 
-- ``login()``: ``iniciarLogin`` → ``iniciarLoginAgenda`` → ``autenticar``; "Já existe uma
-  sessão aberta" → ``autenticar`` again with ``forceLogout=true``; several units →
-  ``openChoice`` and ``autenticar`` again with the configured ``idUnidTransito``. The form
-  still showing = ``WrongCredentials`` (never retried: the portal locks accounts).
-- ``fetch_day(date)``: ``DayAgenda`` with bookings, or with none when the search form
+- ``login(unit)``: ``iniciarLogin`` → ``iniciarLoginAgenda`` → ``autenticar``. The login page
+  carries the hidden markup of every dialog, so only the script's call decides:
+  ``openDialogNewSession(`` → ``autenticar`` again with ``forceLogout=true``;
+  ``openDialogChoice(`` → ``openChoice`` and ``autenticar`` again with the unit asked for
+  (every offered unit is kept in ``context.units``); neither call and the login form =
+  ``WrongCredentials`` (the password was posted once; never retried: the portal locks
+  accounts).
+- ``fetch_day(date)``: ``DayAgenda`` of the logged-in unit with its bookings (rows that
+  cannot be read are listed, never dropped silently), or with none when the search form
   answers for that day without a table; ``SessionExpired`` when the login form comes back;
   ``UnrecognisedPage`` for anything else, with the page saved (PII-masked) for diagnosis.
   An unrecognised page is never "no bookings": that is what used to mark whole days removed.
@@ -24,15 +28,22 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
+from zoneinfo import ZoneInfo
+
+import lxml.html
 
 from ..lib.http import HttpClient, RetryPolicy
 from ..lib.redact import install_log_redaction, mask_cpf, redact, register_secret
 from .parse import (
+    DIALOG_NEW_SESSION,
+    DIALOG_UNIT_CHOICE,
     LOGIN_FORM,
     SEARCH_FORM,
     Page,
     PageFormatError,
+    UnreadableRow,
     normalize_text,
+    parse_document,
     parse_page,
     read_agenda_table,
 )
@@ -54,6 +65,7 @@ BROWSER_HEADERS = {
 }
 SUCCESS_MARKERS = ("imprimir agenda diaria do psicologo", "imprimir agenda diaria do medico")
 PROFESSION_METHODS = {"medico": "consultarAgendaMedico", "psicologo": "consultarAgendaPsicologo"}
+PORTAL_TZ = ZoneInfo("America/Sao_Paulo")
 
 
 class PortalError(RuntimeError):
@@ -69,7 +81,7 @@ class WrongCredentials(PortalError):
 
 
 class UnitNotAvailable(PortalError):
-    """The examiner works at several units and the configured one is not among them."""
+    """The examiner works at several units and the one asked for is not among them."""
 
     retryable = False
 
@@ -114,6 +126,10 @@ class AgendaContext:
     unit_code: str
     examiner_code: str  # idUsuarioMedicoConsulta
     unit_label: str = ""
+    # Every unit the examiner works at (idUnidTransito -> label), as the unit choice offered
+    # them at login, or the one unit of the search form. Empty: not known (a session cached
+    # before units were recorded), so the caller logs in again to learn them.
+    units: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +139,10 @@ class DayAgenda:
     bookings: list[dict] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     unknown_columns: list[str] = field(default_factory=list)
+    unit_label: str = ""
+    # Rows of the table that could not be read: the day proves nothing about what is gone.
+    unreadable: list[UnreadableRow] = field(default_factory=list)
+    row_numbers: list[int] = field(default_factory=list)  # table row of each booking
 
 
 @dataclass(frozen=True)
@@ -144,23 +164,46 @@ class PortalSettings:
         )
 
 
-_TD_CELL = re.compile(r"(<td\b[^>]*>)(.*?)(</td>)", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"(<[^>]+>)")
+# Text kept readable in saved pages: labels and headings say which page it was; every other
+# text (cells, the welcome line with the examiner's name, messages) is masked.
+_READABLE_TAGS = {"th", "legend", "title", "h1", "h2", "h3", "h4", "label", "option", "a"}
+_TECHNICAL_INPUTS = {
+    "method",
+    "forceLogout",
+    "alteraSenha",
+    "consultaAgenda",
+    "autenticadoCyberark",
+}
 _WORD_TAIL = re.compile(r"(?<=[^\W\d_])[^\W\d_]+")
 
 
+def _mask_words(text: str | None) -> str | None:
+    """Each word reduced to its first letter: "HELENA PRADO" → "H***** P****"."""
+    return _WORD_TAIL.sub(lambda w: "*" * len(w[0]), text) if text else text
+
+
 def mask_page(html: str) -> str:
-    """A page fit to keep on disk: table cells' words reduced to their first letter (names),
-    then CPFs, phones, e-mails and secrets masked by ``lib/redact``. Markup stays readable."""
+    """A page fit to keep on disk: names and other free text reduced to first letters, then
+    CPFs, phones, e-mails and secrets masked by ``lib/redact``. Markup stays readable.
 
-    def cell(match: re.Match[str]) -> str:
-        parts = _TAG.split(match.group(2))
-        masked = [
-            p if p.startswith("<") else _WORD_TAIL.sub(lambda w: "*" * len(w[0]), p) for p in parts
-        ]
-        return match.group(1) + "".join(masked) + match.group(3)
-
-    return redact(_TD_CELL.sub(cell, html))
+    Parsed with lxml, so a cell without ``</td>`` is masked like any other."""
+    doc = parse_document(html)
+    for element in doc.iter():
+        if not isinstance(element.tag, str):  # comments, processing instructions
+            element.text = _mask_words(element.text)
+            element.tail = _mask_words(element.tail)
+            continue
+        if element.tag in ("script", "style"):
+            pass
+        elif element.tag not in _READABLE_TAGS:
+            element.text = _mask_words(element.text)
+        parent = element.getparent()
+        if parent is not None and parent.tag not in _READABLE_TAGS:
+            element.tail = _mask_words(element.tail)
+        if element.tag in ("input", "textarea") and element.get("name") not in _TECHNICAL_INPUTS:
+            if element.get("value"):
+                element.set("value", _mask_words(element.get("value")))
+    return redact(lxml.html.tostring(doc, encoding="unicode"))
 
 
 class PortalClient:
@@ -230,9 +273,18 @@ class PortalClient:
             ("forceLogout", "true" if force_logout else "false"),
         ]
 
-    def login(self) -> AgendaContext:
+    def login(self, unit: str | None = None) -> AgendaContext:
         """Log in to the agenda and return its search context. Raises ``WrongCredentials``,
-        ``UnitNotAvailable`` or ``UnrecognisedPage``."""
+        ``UnitNotAvailable`` or ``UnrecognisedPage``.
+
+        ``unit``: the idUnidTransito to choose when the portal asks (several units); default
+        the configured unit, else the first one offered. ``context.units`` lists them all.
+
+        Which detour the portal took is read from the ``openDialog…(`` call of its script,
+        never from a dialog's text: the login page carries the hidden markup of every
+        dialog. The password is posted again only when a detour asks for it, so a refused
+        password is posted once (the portal locks accounts after a few)."""
+        self._offered: dict[str, str] = {}
         self.http.session.cookies.clear()
         self._get(LOGIN_PATH, {"method": "iniciarLogin"})
         start_fields = [
@@ -255,15 +307,14 @@ class PortalClient:
         page = self._post(LOGIN_PATH, start_fields, referer=LOGIN_PATH)
         if page.form(LOGIN_FORM) is None:
             raise self._unrecognised(page, "login", "the agenda login form did not appear")
-        force_logout, unit = False, "-1"
+        force_logout, chosen = False, "-1"
         # At most: session open → force, several units → choose, then success.
         for _ in range(4):
             page = self._post(
                 LOGIN_PATH,
-                self._autenticar_fields(force_logout=force_logout, unit=unit),
+                self._autenticar_fields(force_logout=force_logout, unit=chosen),
                 referer=LOGIN_PATH,
             )
-            html = page.html
             if self._logged_in(page):
                 self.logins += 1
                 self.context = self._context_from(page)
@@ -273,27 +324,24 @@ class PortalClient:
                     self.context.unit_code,
                 )
                 return self.context
-            if (
-                "openDialogNewSession" in html
-                or "ja existe uma sessao aberta" in page.normalized_text
-            ):
+            opened = page.dialogs_opened
+            if DIALOG_NEW_SESSION in opened:
                 if force_logout:
                     raise self._unrecognised(page, "login", "session still open after forceLogout")
                 force_logout = True
                 continue
-            if "openDialogChoice" in html:
-                if unit != "-1":
+            if DIALOG_UNIT_CHOICE in opened:
+                if chosen != "-1":
                     raise self._unrecognised(page, "login", "unit choice asked twice")
-                unit = self._choose_unit()
+                chosen = self._choose_unit(unit)
                 continue
-            if "sessao expirada" in page.normalized_text:
-                # The anonymous session of step 1 timed out between requests: not a refusal.
-                raise SessionExpired("the portal's session expired during the login")
             if page.form(LOGIN_FORM) is not None:
+                # The login page again and no detour opened: the contract's refusal.
                 raise WrongCredentials(
-                    f"the portal refused the CPF/password of examiner {mask_cpf(self.credentials.cpf)}"
-                    f"{_portal_message(page)}; fix them with `sync-pipelines detran add-examiner`"
-                    " (not retried: repeated failures can lock the account)"
+                    "the portal refused credentials of examiner "
+                    f"{mask_cpf(self.credentials.cpf)}{_portal_message(page)}; fix them with "
+                    "`sync-pipelines detran add-examiner` (not retried: repeated failures can"
+                    " lock the account)"
                 )
             raise self._unrecognised(page, "login", "unexpected page after autenticar")
         raise self._unrecognised(page, "login", "login did not finish after its detours")
@@ -303,21 +351,27 @@ class PortalClient:
         has_cookie = any(c.name == "JSESSIONID" for c in self.http.session.cookies)
         return has_cookie and any(marker in text for marker in SUCCESS_MARKERS)
 
-    def _choose_unit(self) -> str:
+    def _choose_unit(self, unit: str | None) -> str:
         page = self._get(LOGIN_PATH, {"method": "openChoice", "autenticadoCyberark": "false"})
         select = page.selects.get("idUnidTransito")
         if select is None or not select.options:
             raise self._unrecognised(page, "choice", "no idUnidTransito select in the unit choice")
         offered = [(v, label) for v, label, _ in select.options if v not in ("", "-1")]
-        wanted = (self.credentials.unit or "").strip()
+        if not offered:
+            raise self._unrecognised(page, "choice", "the unit choice offers no unit")
+        self._offered = dict(offered)
+        wanted = (unit or self.credentials.unit or "").strip()
+        if not wanted:
+            return offered[0][0]
         for value, label in offered:
-            if wanted and (value == wanted or normalize_text(label) == normalize_text(wanted)):
+            if value == wanted or normalize_text(label) == normalize_text(wanted):
                 return value
         names = "; ".join(f"{value} = {label}" for value, label in offered)
         raise UnitNotAvailable(
             f"examiner {mask_cpf(self.credentials.cpf)} works at several units and the "
-            f"configured unit {wanted or '(none)'!r} is not one of them: {names}. "
-            "Set the unit with `sync-pipelines detran add-examiner --unit <value>`."
+            f"unit {wanted!r} is not one of them: {names}. Every offered unit is read; set "
+            "the one to log in at first with `sync-pipelines detran add-examiner --unit"
+            " <value>`, or leave it empty."
         )
 
     def _context_from(self, page: Page) -> AgendaContext:
@@ -332,8 +386,9 @@ class PortalClient:
         method = form.inputs.get("method") or ""
         if not method.startswith("consultarAgenda"):
             method = PROFESSION_METHODS.get(self.credentials.profession, "consultarAgendaMedico")
-        label = next((lbl for v, lbl, _ in unit_select.options if v == unit_code), "")
-        return AgendaContext(method, unit_code, examiner_code, label)
+        label = unit_select.label_of(unit_code)
+        units = dict(self._offered) or {unit_code: label}
+        return AgendaContext(method, unit_code, examiner_code, label, units)
 
     # ---- cached sessions -------------------------------------------------------------
 
@@ -357,7 +412,8 @@ class PortalClient:
             AGENDA_PATH,
             data={
                 "method": "refreshAgendaMedicaByMedico",
-                "dataReferencia": dt.date.today().strftime("%d/%m/%Y"),
+                # The portal's "today" is São Paulo's, whatever the machine's zone.
+                "dataReferencia": dt.datetime.now(PORTAL_TZ).strftime("%d/%m/%Y"),
                 "idUsuarioMedicoConsulta": self.context.examiner_code,
             },
             headers={"Origin": self._origin(), "Referer": self.http.url(AGENDA_PATH)},
@@ -398,16 +454,44 @@ class PortalClient:
             except PageFormatError as exc:
                 raise self._unrecognised(page, day.isoformat(), str(exc)) from None
             self._check_answer_is_for(page, day)
-            unit = _selected_unit(page) or ctx.unit_code
-            return DayAgenda(day, unit, agenda.bookings, agenda.columns, agenda.unknown_columns)
+            unit, label = self._answered_unit(page)
+            if agenda.unreadable:
+                # Kept (masked) so the unreadable row can be looked at; the day is still used.
+                saved = save_page(self.settings.diagnostics_dir, f"{day}_rows", page.html)
+                if saved is not None:
+                    self.pages_saved.append(saved)
+            unreadable_numbers = {u.row for u in agenda.unreadable}
+            return DayAgenda(
+                day,
+                unit,
+                agenda.bookings,
+                agenda.columns,
+                agenda.unknown_columns,
+                unit_label=label,
+                unreadable=agenda.unreadable,
+                row_numbers=[r for r in range(1, agenda.rows + 1) if r not in unreadable_numbers],
+            )
         if form is not None:
             self._check_answer_is_for(page, day)
-            return DayAgenda(day, _selected_unit(page) or ctx.unit_code)
+            unit, label = self._answered_unit(page)
+            return DayAgenda(day, unit, unit_label=label)
         if page.form(LOGIN_FORM) is not None or "iniciarLogin" in page.html:
             raise SessionExpired(
                 f"the portal answered the {day.isoformat()} query with its login page"
             )
         raise self._unrecognised(page, day.isoformat(), "neither the agenda nor the search form")
+
+    def _answered_unit(self, page: Page) -> tuple[str, str]:
+        """The unit the page answers for (its search form's select), with its label."""
+        ctx = self.context
+        select = page.selects.get("idUnidadeTransitoConsulta")
+        unit = (select.selected if select else None) or ctx.unit_code
+        label = (select.label_of(unit) if select else "") or ctx.units.get(unit, "")
+        if unit != ctx.unit_code:
+            raise self._unrecognised(
+                page, "unit", f"the page answers for unit {unit}, not {ctx.unit_code}"
+            )
+        return unit, label
 
     def _check_answer_is_for(self, page: Page, day: dt.date) -> None:
         form = page.form(SEARCH_FORM)
@@ -458,11 +542,6 @@ def _decode(response) -> str:
         return response.content.decode(charset)
     except (LookupError, UnicodeDecodeError):
         return response.content.decode(HTML_CHARSET)
-
-
-def _selected_unit(page: Page) -> str | None:
-    select = page.selects.get("idUnidadeTransitoConsulta")
-    return select.selected if select else None
 
 
 def _portal_message(page: Page) -> str:

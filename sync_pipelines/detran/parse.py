@@ -1,10 +1,18 @@
-"""Reading the e-CNHsp portal's HTML pages (stdlib ``html.parser``, no browser).
+"""Reading the e-CNHsp portal's HTML pages with lxml (libxml2's HTML parser, no browser).
 
 The portal is an old Java web app: every page answers HTTP 200 and the state (logged in,
 credentials refused, session open elsewhere, agenda result, expired session) is only in the
-HTML. ``parse_page`` turns one page into a ``Page`` (forms, selects, the ``table#agenda``)
-and ``classify_agenda_page`` says which of the known agenda states it is. Columns of the
-agenda are mapped by their header text, never by position (the site has reordered them).
+HTML. ``parse_page`` turns one page into a ``Page`` (forms, selects, tables, the dialogs its
+scripts open). A real HTML parser is needed: the portal's rows may omit ``</td>`` and
+``</tr>``, spell tags in capitals and leave attributes unquoted, all valid HTML 4.
+
+Login pages carry the hidden markup of every dialog they might open, so a dialog's text
+proves nothing; ``Page.dialogs_opened`` holds the ``openDialog…(`` calls of the page's
+scripts, which is what says that a dialog opened (``contracts/detran.md``).
+
+Agenda columns are mapped by header text, never by position (the site has reordered them).
+A row that cannot be read is reported by number with a reason free of personal data;
+the caller decides what a day with such a row may prove.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
+
+import lxml.html
+from lxml import etree
 
 NOT_INFORMED = "nao informado"
 
@@ -46,6 +56,13 @@ BOOKING_FIELDS = (
 
 LOGIN_FORM = "loginactionform"
 SEARCH_FORM = "divisaoequitativaform"
+DIALOG_NEW_SESSION = "openDialogNewSession"
+DIALOG_UNIT_CHOICE = "openDialogChoice"
+
+# A call of an openDialog… function: the name followed by "(", not its definition
+# ("function openDialogChoice(") nor a property access ("x.openDialogChoice(" is still a call).
+_DIALOG_CALL = re.compile(r"(?<![\w$])(function\s+)?(openDialog\w*)\s*\(")
+_JS_COMMENTS = re.compile(r"/\*.*?\*/|(?m:(?:^|(?<=\s))//[^\n]*)", re.DOTALL)
 
 
 class PageFormatError(ValueError):
@@ -61,6 +78,10 @@ def normalize_text(text: str | None) -> str:
     return re.sub(r"\s+", " ", plain).strip().casefold()
 
 
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\xa0", " ")).strip()
+
+
 @dataclass
 class Select:
     name: str
@@ -73,6 +94,9 @@ class Select:
             if chosen:
                 return value
         return self.options[0][0] if self.options else None
+
+    def label_of(self, value: str) -> str:
+        return next((label for v, label, _ in self.options if v == value), "")
 
 
 @dataclass
@@ -97,7 +121,8 @@ class Page:
     selects: dict[str, Select] = field(default_factory=dict)  # every select, by name
     tables: list[Table] = field(default_factory=list)
     legends: list[str] = field(default_factory=list)
-    text: str = ""
+    text: str = ""  # every text outside scripts and styles, hidden dialogs included
+    dialogs_opened: frozenset[str] = frozenset()  # openDialog… functions the scripts call
 
     def form(self, name: str) -> Form | None:
         return self.forms.get(name.lower())
@@ -113,112 +138,111 @@ class Page:
         return normalize_text(self.text)
 
 
-class _PageParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.page = Page(html="")
-        self._form: Form | None = None
-        self._select: Select | None = None
-        self._option: list | None = None  # [value, label parts, selected]
-        self._tables: list[Table] = []
-        self._cell: list[str] | None = None
-        self._cell_is_header = False
-        self._row: list[str] | None = None
-        self._legend: list[str] | None = None
-        self._skip = 0  # inside <script>/<style>
-        self._text: list[str] = []
+def parse_document(html: str) -> lxml.html.HtmlElement:
+    """The page as an lxml tree; never raises, an empty page is an empty document."""
+    # An XML-style encoding declaration in an already decoded string makes lxml refuse it.
+    html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)
+    if not html.strip():
+        return lxml.html.document_fromstring("<html><body></body></html>")
+    try:
+        return lxml.html.document_fromstring(html)
+    except etree.ParserError:  # e.g. only a comment: no element at all
+        return lxml.html.document_fromstring("<html><body></body></html>")
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k.lower(): (v or "") for k, v in attrs}
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag == "form":
-            self._form = Form(name=a.get("name", ""), action=a.get("action", ""))
-            self.page.forms[self._form.name.lower()] = self._form
-        elif tag == "input":
-            kind = a.get("type", "text").lower()
-            if self._form is not None and a.get("name") and kind not in ("button", "submit"):
-                if kind in ("checkbox", "radio") and "checked" not in a:
-                    return
-                self._form.inputs.setdefault(a["name"], a.get("value", ""))
-        elif tag == "select":
-            self._select = Select(name=a.get("name", ""), id=a.get("id"))
-            self.page.selects[self._select.name] = self._select
-            if self._form is not None:
-                self._form.selects[self._select.name] = self._select
-        elif tag == "option" and self._select is not None:
-            self._option = [a.get("value"), [], "selected" in a]
-        elif tag == "table":
-            table = Table(id=a.get("id"))
-            self._tables.append(table)
-            self.page.tables.append(table)
-        elif tag == "tr" and self._tables:
-            self._row = []
-        elif tag in ("td", "th") and self._tables:
-            self._cell = []
-            self._cell_is_header = tag == "th"
-        elif tag == "legend":
-            self._legend = []
-        elif tag == "br" and self._cell is not None:
-            self._cell.append(" ")
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag == "form":
-            self._form = None
-        elif tag == "select":
-            self._close_option()
-            self._select = None
-        elif tag == "option":
-            self._close_option()
-        elif tag in ("td", "th") and self._cell is not None:
-            text = re.sub(r"\s+", " ", "".join(self._cell)).strip()
-            table = self._tables[-1]
-            if self._cell_is_header:
-                table.headers.append(text)
-            elif self._row is not None:
-                self._row.append(text)
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            if self._row:
-                self._tables[-1].rows.append(self._row)
-            self._row = None
-        elif tag == "table" and self._tables:
-            self._tables.pop()
-        elif tag == "legend" and self._legend is not None:
-            self.page.legends.append("".join(self._legend).strip())
-            self._legend = None
+def _text(element: lxml.html.HtmlElement) -> str:
+    parts: list[str] = []
 
-    def _close_option(self) -> None:
-        if self._option is not None and self._select is not None:
-            value, parts, chosen = self._option
-            label = re.sub(r"\s+", " ", "".join(parts)).strip()
-            self._select.options.append((label if value is None else value, label, chosen))
-        self._option = None
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
+    def walk(node) -> None:
+        if not isinstance(node.tag, str) or node.tag in ("script", "style"):
             return
-        self._text.append(data)
-        if self._option is not None:
-            self._option[1].append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-        if self._legend is not None:
-            self._legend.append(data)
+        if node.text:
+            parts.append(node.text)
+        for child in node:
+            if child.tag == "br":
+                parts.append(" ")
+            walk(child)
+            if child.tail:
+                parts.append(child.tail)
 
-    def close(self) -> None:
-        super().close()
-        self.page.text = " ".join(self._text)
+    walk(element)
+    return _squash("".join(parts))
+
+
+def _select(element) -> Select:
+    select = Select(name=element.get("name", ""), id=element.get("id"))
+    for option in element.iter("option"):
+        label = _text(option)
+        value = option.get("value")
+        select.options.append(
+            (label if value is None else value, label, "selected" in option.attrib)
+        )
+    return select
+
+
+def _form(element) -> Form:
+    form = Form(name=element.get("name", ""), action=element.get("action", ""))
+    for item in element.iter("input", "select", "textarea"):
+        name = item.get("name")
+        if not name:
+            continue
+        if item.tag == "select":
+            form.selects[name] = _select(item)
+            continue
+        if item.tag == "textarea":
+            form.inputs.setdefault(name, item.text or "")
+            continue
+        kind = (item.get("type") or "text").lower()
+        if kind in ("button", "submit", "image", "reset"):
+            continue
+        if kind in ("checkbox", "radio") and "checked" not in item.attrib:
+            continue
+        form.inputs.setdefault(name, item.get("value", ""))
+    return form
+
+
+def _own_rows(table) -> list:
+    # Rows of this table only, not of a table nested in one of its cells.
+    return table.xpath("./tr | ./thead/tr | ./tbody/tr | ./tfoot/tr")
+
+
+def _table(element) -> Table:
+    table = Table(id=element.get("id"))
+    for row in _own_rows(element):
+        cells = [c for c in row if isinstance(c.tag, str) and c.tag in ("td", "th")]
+        headers = [_text(c) for c in cells if c.tag == "th"]
+        values = [_text(c) for c in cells if c.tag == "td"]
+        table.headers.extend(headers)
+        if values:
+            table.rows.append(values)
+    return table
+
+
+def dialog_calls(script: str) -> set[str]:
+    """The ``openDialog…`` functions a script calls (definitions and comments left out)."""
+    code = _JS_COMMENTS.sub(" ", script)
+    return {m[2] for m in _DIALOG_CALL.finditer(code) if not m[1]}
 
 
 def parse_page(html: str) -> Page:
-    parser = _PageParser()
-    parser.feed(html)
-    parser.close()
-    page = parser.page
-    page.html = html
+    doc = parse_document(html)
+    page = Page(html=html)
+    for element in doc.iter("form"):
+        form = _form(element)
+        page.forms[form.name.lower()] = form
+    for element in doc.iter("select"):
+        page.selects[element.get("name", "")] = _select(element)
+    page.tables = [_table(t) for t in doc.iter("table")]
+    page.legends = [_text(legend) for legend in doc.iter("legend")]
+    page.text = _text(doc)
+    opened: set[str] = set()
+    for script in doc.iter("script"):
+        opened |= dialog_calls(script.text or "")
+    # A dialog may also be opened by the body's onload handler; other handlers (a hidden
+    # dialog's buttons) only run when clicked, so they say nothing about this page.
+    for body in doc.iter("body"):
+        opened |= dialog_calls(body.get("onload") or "")
+    page.dialogs_opened = frozenset(opened)
     return page
 
 
@@ -236,13 +260,28 @@ def clean_cell(value: str | None) -> str | None:
 
 
 def parse_hora(value: str | None) -> dt.time:
+    """``HH:MM`` (or ``HHhMM``, seconds ignored). The error never quotes the cell: when
+    columns shift, the "time" cell may hold a name."""
     match = re.fullmatch(r"(\d{1,2})[:h](\d{2})(?::(\d{2}))?", (value or "").strip())
     if not match:
-        raise PageFormatError(f"unreadable time {value!r} in the agenda")
+        raise PageFormatError("unreadable time (not HH:MM)")
     hour, minute = int(match[1]), int(match[2])
     if hour > 23 or minute > 59:
-        raise PageFormatError(f"impossible time {value!r} in the agenda")
+        raise PageFormatError("impossible time (hour over 23 or minute over 59)")
     return dt.time(hour, minute)
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A row of ``table#agenda`` that could not be read; nothing personal in it."""
+
+    row: int  # 1-based position among the table's booking rows
+    reason: str
+    after: str | None = None  # the time of the nearest readable row before it, if any
+
+    def describe(self) -> str:
+        where = f"row {self.row}" + (f" (after {self.after})" if self.after else " (first rows)")
+        return f"{where}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -252,10 +291,16 @@ class AgendaTable:
     bookings: list[dict[str, str | None]]
     columns: list[str]  # header texts in page order, for diagnosis
     unknown_columns: list[str]
+    unreadable: list[UnreadableRow] = field(default_factory=list)
+    rows: int = 0  # booking rows in the table, readable or not
 
 
 def read_agenda_table(table: Table) -> AgendaTable:
-    """Map ``table#agenda`` rows to bookings by header text; extra columns are kept as extras."""
+    """Map ``table#agenda`` rows to bookings by header text; extra columns are kept as extras.
+
+    A table without the required columns cannot be read at all (``PageFormatError``); a
+    row whose cells do not match the headers or whose time is unreadable is left out of
+    ``bookings`` and listed in ``unreadable``."""
     mapping: list[str | None] = []
     unknown: list[str] = []
     for header in table.headers:
@@ -269,11 +314,13 @@ def read_agenda_table(table: Table) -> AgendaTable:
             f"table#agenda has no {', '.join(missing)} column (headers: {', '.join(table.headers)})"
         )
     bookings = []
-    for row in table.rows:
+    unreadable: list[UnreadableRow] = []
+    last_time: str | None = None
+    for number, row in enumerate(table.rows, start=1):
         if len(row) != len(mapping):
-            raise PageFormatError(
-                f"table#agenda row has {len(row)} cells for {len(mapping)} headers"
-            )
+            reason = f"{len(row)} cells for {len(mapping)} columns"
+            unreadable.append(UnreadableRow(number, reason, last_time))
+            continue
         booking: dict[str, str | None] = dict.fromkeys(BOOKING_FIELDS)
         extras = {}
         for name, header, cell in zip(mapping, table.headers, row, strict=True):
@@ -281,7 +328,18 @@ def read_agenda_table(table: Table) -> AgendaTable:
                 extras[header] = clean_cell(cell)
             else:
                 booking[name] = clean_cell(cell)
+        try:
+            last_time = parse_hora(booking["hora"]).strftime("%H:%M")
+        except PageFormatError as exc:
+            unreadable.append(UnreadableRow(number, str(exc), last_time))
+            continue
         if extras:
             booking["extras"] = extras  # type: ignore[assignment]
         bookings.append(booking)
-    return AgendaTable(bookings=bookings, columns=list(table.headers), unknown_columns=unknown)
+    return AgendaTable(
+        bookings=bookings,
+        columns=list(table.headers),
+        unknown_columns=unknown,
+        unreadable=unreadable,
+        rows=len(table.rows),
+    )

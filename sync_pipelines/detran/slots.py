@@ -6,7 +6,9 @@
 - ``content_hash`` = sha256 of the normalised booking fields only (no timestamps, no run
   ids), so an unchanged booking hashes the same and the upsert leaves it untouched.
 - A booking without a CPF is identified by its normalised name instead; one with neither,
-  or with an unreadable time, cannot be stored and is reported (never dropped silently).
+  or a row the parser could not read, cannot be stored and is reported by table row (never
+  dropped silently, never with its personal data). ``DayRows.complete`` is False then: the
+  day does not prove that a slot missing from it is gone.
 """
 
 from __future__ import annotations
@@ -75,7 +77,22 @@ def format_cpf(digits: str) -> str:
 @dataclass
 class DayRows:
     rows: list[dict] = field(default_factory=list)
-    problems: list[dict] = field(default_factory=list)  # no PII: row number and reason
+    problems: list[dict] = field(default_factory=list)  # no PII: date, unit, row, reason
+
+    @property
+    def complete(self) -> bool:
+        """Every booking row of the page became a slot row."""
+        return not self.problems
+
+
+def _problem(agenda: DayAgenda, row: int, reason: str, after: str | None) -> dict:
+    return {
+        "date": agenda.date.isoformat(),
+        "unit": agenda.unit_code,
+        "row": row,
+        "after": after,
+        "reason": reason,
+    }
 
 
 def slot_rows(
@@ -84,11 +101,15 @@ def slot_rows(
     """The ``agenda_slots`` rows of one day read from the portal."""
     service = SERVICES[profession]
     out = DayRows()
-    for index, booking in enumerate(agenda.bookings, start=1):
+    for unreadable in agenda.unreadable:
+        out.problems.append(_problem(agenda, unreadable.row, unreadable.reason, unreadable.after))
+    numbers = agenda.row_numbers or list(range(1, len(agenda.bookings) + 1))
+    previous: str | None = None
+    for number, booking in zip(numbers, agenda.bookings, strict=True):
         try:
             normalized = normalized_booking(booking)
         except PageFormatError as exc:
-            out.problems.append({"date": agenda.date.isoformat(), "row": index, "reason": str(exc)})
+            out.problems.append(_problem(agenda, number, str(exc), previous))
             continue
         cpf = normalized["cpf"]
         if cpf and len(cpf) == 11:
@@ -96,20 +117,16 @@ def slot_rows(
         elif normalized["nome"]:
             identity = "nome:" + normalize_text(normalized["nome"])
         else:
-            out.problems.append(
-                {
-                    "date": agenda.date.isoformat(),
-                    "row": index,
-                    "reason": "booking without CPF and without name: cannot be identified",
-                }
-            )
+            reason = "booking without CPF and without name: cannot be identified"
+            out.problems.append(_problem(agenda, number, reason, previous))
             continue
+        previous = normalized["hora"]
         payload = {
             **{k: v for k, v in booking.items() if k != "extras"},
             "hora": normalized["hora"],
             "cpf": format_cpf(cpf) if cpf else None,
             "unidade": agenda.unit_code,
-            "unidade_nome": unit_label or None,
+            "unidade_nome": unit_label or agenda.unit_label or None,
         }
         if booking.get("extras"):
             payload["extras"] = booking["extras"]

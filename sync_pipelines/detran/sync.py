@@ -7,10 +7,15 @@ portal client and the session cache, and returns a ``SyncResult``. Its rules:
   (``LockNotAvailable`` at once for the second caller, before it touches the portal);
 - a cached session is reused when the portal confirms it; an expired session during the
   run logs in again once;
+- an examiner who works at several traffic units may work at a different one each day,
+  so every unit the portal offers is read (the session logs in at each in turn) and a day
+  is written only once all its units were read;
 - each day read successfully is written in one transaction: upsert of its bookings
   (unchanged ones are not rewritten), then the examiner's current slots of that date that
-  the page no longer shows become ``removed`` (history kept). A day whose page failed,
-  expired or was not recognised writes nothing and removes nothing;
+  no unit's page shows any more become ``removed`` (history kept). A day whose page failed,
+  expired or was not recognised writes nothing and removes nothing; a day with a row that
+  could not be read stores the rows it could read and removes nothing (it cannot prove
+  what is gone), and the run names that row;
 - one ``agenda_sync_runs`` row per call: ``running`` at start, then ``success`` (every day
   read), ``partial`` (some days, or some rows, could not be read) or ``failed``.
 """
@@ -41,6 +46,7 @@ from .client import (
     UnrecognisedPage,
 )
 from .examiners import CredentialsKeyError, Examiner
+from .parse import UnreadableRow
 from .sessions import SessionCache
 from .slots import SOURCE, slot_rows
 
@@ -69,6 +75,10 @@ SLOT_COLUMNS = [
 ]
 
 
+# Refusals of the login itself: nothing more can be read in this run, and the admins are told.
+LOGIN_REFUSALS = ("WrongCredentials", "UnitNotAvailable")
+
+
 def lock_name(usuario_id: int) -> str:
     return f"detran:examiner:{usuario_id}"
 
@@ -93,6 +103,8 @@ class DayOutcome:
     removed: int = 0
     touched: int = 0
     current_before: int = 0  # the examiner's current slots of the day before this read
+    units: list[str] = field(default_factory=list)  # the units read for this day
+    unreadable_rows: int = 0  # rows not stored: the day removed nothing
     error: str | None = None
     error_kind: str | None = None
     saved_page: str | None = None
@@ -186,11 +198,7 @@ class _Run:
         try:
             self.portal = self.portal_factory(self.examiner.credentials())
             self._open_session()
-            for day in self.days:
-                outcome = self._sync_day(day)
-                self.result.days.append(outcome)
-                if outcome.error_kind in ("WrongCredentials", "UnitNotAvailable"):
-                    break
+            self._read_and_write()
         except (PortalError, HttpError, CredentialsKeyError) as exc:
             fatal = f"{type(exc).__name__}: {redact(exc)}"
             self.result.fatal_kind = type(exc).__name__
@@ -244,8 +252,12 @@ class _Run:
             result.status = "success"
         errors = [f"{d.date.isoformat()}: {d.error}" for d in failed_days]
         if result.row_problems:
-            errors.append(f"{len(result.row_problems)} booking(s) could not be stored")
+            errors.append(describe_row_problems(result.row_problems))
         result.error = fatal or ("; ".join(errors) if errors else None)
+        refused = {result.fatal_kind, *(d.error_kind for d in result.days)} & set(LOGIN_REFUSALS)
+        if refused:
+            # What the login alert and the failure-rate check read, kept with the run.
+            details["login_failure"] = sorted(refused)[0]
         if failed_days:
             details["days"] = [
                 {
@@ -292,6 +304,10 @@ class _Run:
     def _open_session(self) -> None:
         usuario_id = self.examiner.usuario_id
         cached = self.sessions.load(usuario_id) if self.sessions else None
+        if cached is not None and not cached.context.units:
+            # Cached before the units were recorded: a login learns which units to read.
+            self.sessions.drop(usuario_id)
+            cached = None
         if cached is not None:
             self.portal.restore(cached.cookies, cached.context)
             try:
@@ -304,8 +320,8 @@ class _Run:
             self.sessions.drop(usuario_id)
         self._login()
 
-    def _login(self) -> None:
-        self.portal.login()
+    def _login(self, unit: str | None = None) -> None:
+        self.portal.login(unit)
         if self.sessions is not None and self.portal.context is not None:
             self.sessions.save(
                 self.examiner.usuario_id, self.portal.cookies(), self.portal.context, fresh=True
@@ -333,6 +349,50 @@ class _Run:
 
     # ---- one day --------------------------------------------------------------------
 
+    def _read_and_write(self) -> None:
+        """Read every day at every unit of the examiner, then write each day.
+
+        Unit by unit (one login each), since a session belongs to the unit chosen at its
+        login; days are written after their last unit's read, so a one-unit examiner's days
+        are written as they are read."""
+        context = self.portal.context
+        units = [context.unit_code, *(u for u in context.units if u != context.unit_code)]
+        reads: dict[dt.date, list[DayAgenda]] = {day: [] for day in self.days}
+        failed: dict[dt.date, DayOutcome] = {}
+        for position, unit in enumerate(units):
+            last_unit = position == len(units) - 1
+            if unit != self.portal.context.unit_code:
+                self._switch_unit(unit)
+            for day in self.days:
+                outcome = None if day in failed else self._read_day(day, reads[day])
+                if outcome is not None:
+                    failed[day] = outcome
+                    if outcome.error_kind in LOGIN_REFUSALS:
+                        # Nothing more can be read: the failed days not recorded yet are.
+                        recorded = {d.date for d in self.result.days}
+                        self.result.days += [
+                            failed[d] for d in self.days if d in failed and d not in recorded
+                        ]
+                        return
+                if last_unit:
+                    self.result.days.append(failed.get(day) or self._write_day(day, reads[day]))
+
+    def _switch_unit(self, unit: str) -> None:
+        log.info("examiner %s: reading unit %s", self.examiner.usuario_id, unit)
+        # Logging out first: a second login over a live session would have to force it out.
+        try:
+            self.portal.logout()
+        except (PortalError, HttpError) as exc:
+            log.warning(
+                "examiner %s: logout before switching unit: %s", self.examiner.usuario_id, exc
+            )
+        self._login(unit)
+        if self.portal.context.unit_code != unit:
+            raise UnrecognisedPage(
+                f"asked to log in at unit {unit}, the portal logged in at "
+                f"{self.portal.context.unit_code}"
+            )
+
     def _fetch(self, day: dt.date) -> DayAgenda:
         try:
             return self.portal.fetch_day(day)
@@ -344,10 +404,11 @@ class _Run:
             log.info("examiner %s: session expired, logging in again", self.examiner.usuario_id)
             if self.sessions is not None:
                 self.sessions.drop(self.examiner.usuario_id)
-            self._login()
+            self._login(self.portal.context.unit_code if self.portal.context else None)
             return self.portal.fetch_day(day)
 
-    def _sync_day(self, day: dt.date) -> DayOutcome:
+    def _read_day(self, day: dt.date, into: list[DayAgenda]) -> DayOutcome | None:
+        """Read one day at the current unit into ``into``; a failed read's outcome, or None."""
         try:
             agenda = self._fetch(day)
         except UnrecognisedPage as exc:
@@ -367,24 +428,31 @@ class _Run:
                 day,
                 ", ".join(agenda.unknown_columns),
             )
-        return self._write_day(agenda)
+        into.append(agenda)
+        return None
 
-    def _write_day(self, agenda: DayAgenda) -> DayOutcome:
+    def _write_day(self, day: dt.date, agendas: list[DayAgenda]) -> DayOutcome:
         AdvisoryLock.ensure_held_by(self.db, lock_name(self.examiner.usuario_id))
         now = dt.datetime.now(dt.UTC)
         usuario_id = self.examiner.usuario_id
-        context = self.portal.context
-        same_unit = context is not None and context.unit_code == agenda.unit_code
-        built = slot_rows(
-            agenda,
-            usuario_id=usuario_id,
-            profession=self.examiner.profession,
-            now=now,
-            unit_label=context.unit_label if same_unit else "",
-        )
-        self.result.row_problems.extend(built.problems)
-        uids = [r["external_uid"] for r in built.rows]
-        key = {"s": SOURCE, "u": usuario_id, "d": agenda.date}
+        rows: list[dict] = []
+        problems: list[dict] = []
+        for agenda in agendas:
+            built = slot_rows(
+                agenda,
+                usuario_id=usuario_id,
+                profession=self.examiner.profession,
+                now=now,
+                unit_label=agenda.unit_label,
+            )
+            rows += built.rows
+            problems += built.problems
+        self.result.row_problems.extend(problems)
+        # Every row of every unit read: what none of them shows is gone. Otherwise a slot
+        # missing from the rows may be the row that could not be read: nothing is removed.
+        complete = not problems
+        uids = [r["external_uid"] for r in rows]
+        key = {"s": SOURCE, "u": usuario_id, "d": day}
         with self.db.begin() as conn:
             # Counted before the upsert, for the removal guard (guards.py): the share of the
             # day's current bookings this read makes vanish.
@@ -398,7 +466,7 @@ class _Run:
             upserted = bulk_upsert(
                 conn,
                 f"{self.db.schema}.agenda_slots" if self.db.schema else "agenda_slots",
-                built.rows,
+                rows,
                 ["source", "external_uid"],
                 columns=SLOT_COLUMNS,
                 update_columns=UPDATE_COLUMNS,
@@ -410,18 +478,22 @@ class _Run:
                 ),
                 key,
             ).scalar()
-            # The page was read: what it no longer shows was cancelled or moved. It was last
-            # seen at the previous successful read of this day.
-            removed = conn.execute(
-                sa.text(
-                    "UPDATE agenda_slots SET status = 'removed', is_current = FALSE,"
-                    " last_seen_at = GREATEST(COALESCE(last_seen_at, first_seen_at),"
-                    " COALESCE(CAST(:prev AS timestamptz), last_seen_at))"
-                    " WHERE source = :s AND usuario_id = :u AND data = :d AND is_current"
-                    " AND NOT (external_uid = ANY(CAST(:uids AS text[])))"
-                ),
-                {**key, "prev": previous_read, "uids": uids},
-            ).rowcount
+            # The pages were read: what they no longer show was cancelled or moved. It was
+            # last seen at the previous complete read of this day.
+            removed = (
+                0
+                if not complete
+                else conn.execute(
+                    sa.text(
+                        "UPDATE agenda_slots SET status = 'removed', is_current = FALSE,"
+                        " last_seen_at = GREATEST(COALESCE(last_seen_at, first_seen_at),"
+                        " COALESCE(CAST(:prev AS timestamptz), last_seen_at))"
+                        " WHERE source = :s AND usuario_id = :u AND data = :d AND is_current"
+                        " AND NOT (external_uid = ANY(CAST(:uids AS text[])))"
+                    ),
+                    {**key, "prev": previous_read, "uids": uids},
+                ).rowcount
+            )
             touched = conn.execute(
                 sa.text(
                     "UPDATE agenda_slots SET last_seen_at = :now"
@@ -431,32 +503,56 @@ class _Run:
                 ),
                 {**key, "uids": uids, "now": now, "stale": now - self.options.touch_interval},
             ).rowcount
-            conn.execute(
-                sa.text(
-                    "INSERT INTO agenda_day_reads (usuario_id, data, last_read_at, bookings)"
-                    " VALUES (:u, :d, :now, :n) ON CONFLICT (usuario_id, data) DO UPDATE"
-                    " SET last_read_at = EXCLUDED.last_read_at, bookings = EXCLUDED.bookings"
-                ),
-                {**key, "now": now, "n": len(agenda.bookings)},
-            )
+            if complete:
+                # Only a complete read says when every current slot was last seen.
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO agenda_day_reads (usuario_id, data, last_read_at, bookings)"
+                        " VALUES (:u, :d, :now, :n) ON CONFLICT (usuario_id, data) DO UPDATE"
+                        " SET last_read_at = EXCLUDED.last_read_at, bookings = EXCLUDED.bookings"
+                    ),
+                    {**key, "now": now, "n": len(rows)},
+                )
         if removed:
             log.info(
                 "examiner %s %s: %d booking(s) no longer on the portal, marked removed",
                 usuario_id,
-                agenda.date,
+                day,
                 removed,
             )
+        if not complete:
+            log.warning(
+                "examiner %s %s: %s; nothing marked removed for this day",
+                usuario_id,
+                day,
+                describe_row_problems(problems),
+            )
         return DayOutcome(
-            agenda.date,
+            day,
             True,
-            bookings=len(agenda.bookings),
+            bookings=len(rows) + len(problems),
             inserted=upserted.inserted,
             updated=upserted.updated,
             unchanged=upserted.unchanged,
             removed=removed,
             touched=touched,
             current_before=current_before,
+            units=[a.unit_code for a in agendas],
+            unreadable_rows=len(problems),
         )
+
+
+def describe_row_problems(problems: list[dict], limit: int = 5) -> str:
+    """Which rows could not be stored, by day, unit and table row; no personal data."""
+    parts = []
+    for p in problems[:limit]:
+        where = UnreadableRow(p["row"], p["reason"], p.get("after")).describe()
+        parts.append(f"{p['date']} unit {p['unit']} {where}")
+    more = f" and {len(problems) - limit} more" if len(problems) > limit else ""
+    return (
+        f"{len(problems)} booking row(s) could not be read, so nothing was marked removed on "
+        f"their day(s): {'; '.join(parts)}{more}"
+    )
 
 
 def describe_examiner(examiner: Examiner) -> str:

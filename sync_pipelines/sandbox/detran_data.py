@@ -2,7 +2,9 @@
 
 - examiner 1: a doctor (médico) at one unit, Monday to Friday;
 - examiner 2: a psychologist (psicólogo) accredited at two units, so every login goes
-  through the portal's unit choice, Monday to Saturday.
+  through the portal's unit choice, Monday to Saturday: at Campinas (2001) on Monday,
+  Wednesday and Friday, at Jundiaí (2002) on Tuesday, Thursday and Saturday. The sync
+  reads both units; 2002 is only the unit it logs in at first.
 
 ``prepare`` creates their ``usuarios`` rows and ``detran_examiners`` entries (passwords
 encrypted with the sandbox key); the demo then syncs today and the next two days for both.
@@ -42,11 +44,24 @@ class SandboxExaminer:
     units: dict[str, str]
     unit: str | None = None
     work_days: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    schedule: dict[int, str] | None = None  # ISO weekday -> unit, for several units
 
     def portal_user(self) -> PortalUser:
         return PortalUser(
-            self.cpf, self.password, self.code, self.profession, self.units, self.nome
+            self.cpf,
+            self.password,
+            self.code,
+            self.profession,
+            self.units,
+            self.nome,
+            schedule=self.schedule,
         )
+
+    def unit_on(self, day: dt.date) -> str:
+        """The unit this examiner works at on ``day``."""
+        if self.schedule is None:
+            return next(iter(self.units))
+        return self.schedule[day.isoweekday()]
 
 
 EXAMINERS = [
@@ -69,6 +84,7 @@ EXAMINERS = [
         {"2001": "CIRETRAN CAMPINAS", "2002": "CIRETRAN JUNDIAÍ"},
         unit="2002",
         work_days=[1, 2, 3, 4, 5, 6],
+        schedule={1: "2001", 2: "2002", 3: "2001", 4: "2002", 5: "2001", 6: "2002", 7: "2001"},
     ),
 ]
 

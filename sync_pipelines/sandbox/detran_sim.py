@@ -6,9 +6,21 @@ HTML. Knobs for what goes wrong on the real site:
 
 - ``session_idle_seconds`` (1800): a session unused that long answers with the login page;
   ``advance_clock(s)`` moves the simulator's clock, ``expire_sessions()`` drops them all;
-- one open session per examiner: a second login gets "Já existe uma sessão aberta" until it
+- every login page (the first one, the refused login, both detours, the unit choice)
+  carries the hidden markup of ALL the dialogs the portal might open and the functions that
+  open them, as the real page does: "Já existe uma sessão aberta" is on every one of them.
+  Only the script's call (``openDialogNewSession(...)`` / ``openDialogChoice(...)``) says
+  which dialog opened;
+- one open session per examiner: a second login gets the new-session dialog until it
   sends ``forceLogout=true`` (``open_session_elsewhere(cpf)`` plays the examiner's browser);
-- a wrong password gets the login form back with the portal's error text;
+- an examiner with several units gets the unit-choice dialog and works at one unit a day
+  (``PortalUser.schedule``: ISO weekday → unit); the session belongs to the chosen unit and
+  only that unit can be queried;
+- a wrong password gets the login form back with the portal's error text and no dialog;
+  ``password_posts`` counts the passwords posted per CPF;
+- booking rows in valid but sloppy HTML 4: cells and rows without ``</td>``/``</tr>``,
+  capital tags, unquoted attributes, ``&nbsp;`` padding and accents as character
+  references; ``garble_booking`` makes one row unreadable (a bad time, or missing cells);
 - ``columns_reordered``: ``table#agenda`` columns in another order (the site has done it);
 - ``broken_pages``: the next N agenda queries answer a maintenance page (neither form);
 - ``expire_next_queries``: the next N agenda queries find their session gone (login page);
@@ -32,10 +44,12 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 from .harness import Request, Response, Simulator, route
 
 CHARSET = "iso-8859-1"
+PORTAL_TZ = ZoneInfo("America/Sao_Paulo")
 NOT_INFORMED = "NÃO INFORMADO"
 COLUMNS = [
     ("hora", "Hora"),
@@ -116,6 +130,35 @@ class PortalUser:
     profession: str  # "medico" | "psicologo"
     units: dict[str, str]  # idUnidTransito -> label
     name: str = ""
+    # ISO weekday -> the unit the examiner works at that day (several units only); a unit
+    # has no generated bookings on the other days.
+    schedule: dict[int, str] | None = None
+
+    def works_at(self, unit: str, day: dt.date) -> bool:
+        if self.schedule is None or len(self.units) < 2:
+            return True
+        return self.schedule.get(day.isoweekday()) == unit
+
+
+# The dialogs of the login page, hidden until a script opens one; every login page has them.
+HIDDEN_DIALOGS = (
+    '<div id="dialogNewSession" title="Atenção" style="display:none">'
+    "<p>Já existe uma sessão aberta. Deseja encerrá-la e continuar?</p>"
+    '<button type="button" onclick="openDialogNewSession(); confirmarNovaSessao()">Sim</button>'
+    "</div>"
+    '<div id="dialogChoice" class="ui-dialog-content" style="display:none">'
+    "<p>Você está vinculado a mais de uma unidade de trânsito.</p>"
+    '<h3>Selecione a unidade de trânsito</h3><div id="conteudoChoice"></div></div>'
+    '<div id="dialogMensagem" hidden><p>Sessão expirada. Acesse novamente.</p></div>'
+    '<script type="text/javascript">\n'
+    "// openDialogNewSession(msg) and openDialogChoice() are called by the server when needed\n"
+    "function openDialogNewSession(msg) { $('#dialogNewSession').dialog('open'); }\n"
+    "function openDialogChoice() { $('#conteudoChoice').load("
+    "'login.do?method=openChoice&autenticadoCyberark=false');"
+    " $('#dialogChoice').dialog('open'); }\n"
+    "function confirmarNovaSessao() { document.forms[0].forceLogout.value = 'true'; }\n"
+    "</script>"
+)
 
 
 @dataclass
@@ -148,6 +191,8 @@ class DetranPortalSimulator(Simulator):
         self.expire_next_queries = 0
         self.bookings_per_day = bookings_per_day
         self.users: dict[str, PortalUser] = {u.cpf: u for u in users or []}
+        self.password_posts: dict[str, int] = {}  # CPF -> passwords posted to autenticar
+        self.helper_references: list[str] = []  # dataReferencia of each JSON helper call
         self._clock_offset = 0.0
         self._sessions: dict[str, _Session] = {}
         self._days: dict[tuple[str, str, dt.date], list[dict[str, str]]] = {}
@@ -195,6 +240,24 @@ class DetranPortalSimulator(Simulator):
             day_list.sort(key=lambda b: b["hora"])
         return booking
 
+    def edit_booking(self, code: str, unit: str, day: dt.date, cpf: str, **fields: str) -> dict:
+        """The portal corrects a booking in place (a name, a phone...)."""
+        with self._lock:
+            for booking in self.bookings(code, unit, day):
+                if booking["cpf"] == cpf:
+                    booking.update(fields)
+                    return booking
+        raise KeyError(f"no booking for that CPF on {day}")
+
+    def garble_booking(
+        self, code: str, unit: str, day: dt.date, cpf: str, how: str = "time"
+    ) -> dict:
+        """Make one booking's row unreadable: ``time`` (a time that is not HH:MM) or
+        ``cells`` (a row with cells missing)."""
+        if how not in ("time", "cells"):
+            raise ValueError("how must be 'time' or 'cells'")
+        return self.edit_booking(code, unit, day, cpf, _garbled=how)
+
     def cancel_booking(self, code: str, unit: str, day: dt.date, cpf: str) -> dict:
         with self._lock:
             day_list = self.bookings(code, unit, day)
@@ -217,6 +280,8 @@ class DetranPortalSimulator(Simulator):
     def reset(self) -> None:
         super().reset()
         with self._lock:
+            self.password_posts.clear()
+            self.helper_references.clear()
             self._sessions.clear()
             self._days.clear()
             self.columns_reordered = False
@@ -227,6 +292,9 @@ class DetranPortalSimulator(Simulator):
     def _generate(self, code: str, unit: str, day: dt.date) -> list[dict[str, str]]:
         rng = random.Random(f"{self.seed}-{code}-{unit}-{day.isoformat()}")
         if day.weekday() == 6:
+            return []
+        user = next((u for u in self.users.values() if u.code == code), None)
+        if user is not None and not user.works_at(unit, day):
             return []
         low, high = self.bookings_per_day
         count = rng.randint(low, high) if day.weekday() < 5 else rng.randint(0, 2)
@@ -342,11 +410,13 @@ class DetranPortalSimulator(Simulator):
         )
         return {k: v[0] for k, v in pairs.items()}
 
-    def _login_form_page(self, request: Request, message: str = "", script: str = "") -> Response:
+    def _login_form_page(self, request: Request, message: str = "", opens: str = "") -> Response:
+        """The agenda login page; ``opens`` is the dialog call its script makes, if any."""
         error = f'<div class="erro">{html.escape(message)}</div>' if message else ""
+        script = f"<script>$(document).ready(function() {{ {opens}; }});</script>" if opens else ""
         body = (
             "<h2>Acesso à Agenda Diária do Perito</h2>"
-            f"{error}{script}"
+            f"{HIDDEN_DIALOGS}{error}{script}"
             '<form name="LoginActionForm" method="post" action="/gefor/SGU/login.do">'
             '<input type="hidden" name="method" value="autenticar">'
             '<input type="hidden" name="forceLogout" value="false">'
@@ -363,7 +433,7 @@ class DetranPortalSimulator(Simulator):
             for uid, label in user.units.items()
             if uid == unit
         )
-        reference = day or dt.date.today()
+        reference = day or dt.datetime.now(PORTAL_TZ).date()
         dates = [
             reference + dt.timedelta(days=i)
             for i in range(8)
@@ -406,13 +476,12 @@ class DetranPortalSimulator(Simulator):
         table = ""
         if rows:
             head = "".join(f'<th class="list_titulo">{html.escape(t)}</th>' for _, t in order)
-            body_rows = "".join(
-                "<tr>"
-                + "".join(f'<td class="list_linha">{html.escape(r[k])}</td>' for k, _ in order)
-                + "</tr>"
-                for r in rows
+            body_rows = "".join(_row_markup(i, r, order) for i, r in enumerate(rows))
+            # No </tbody>: the table's end closes it, as HTML allows.
+            table = (
+                '<table id="agenda" class="list"><thead><tr>'
+                f"{head}</tr></thead><TBODY>{body_rows}</table>"
             )
-            table = f'<table id="agenda" class="list"><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>'
         else:
             table = "<p>Nenhum agendamento encontrado para a data informada.</p>"
         body = (
@@ -431,9 +500,9 @@ class DetranPortalSimulator(Simulator):
             if method == "iniciarLogin":
                 sess = self._new_session()
                 body = (
-                    "<h2>e-CNHsp</h2><form name='LoginActionForm' method='post' "
-                    "action='/gefor/SGU/login.do'><input type='hidden' name='method' "
-                    "value='iniciarLogin'><a href='#'>Continuar</a></form>"
+                    f"<h2>e-CNHsp</h2>{HIDDEN_DIALOGS}<form name='LoginActionForm' "
+                    "method='post' action='/gefor/SGU/login.do'><input type='hidden' "
+                    "name='method' value='iniciarLogin'><a href='#'>Continuar</a></form>"
                 )
                 return self._page(request, body, sess.sid)
             sess = self._session(request)
@@ -447,7 +516,7 @@ class DetranPortalSimulator(Simulator):
                 )
                 return self._page(
                     request,
-                    "<h3>Selecione a unidade de trânsito</h3>"
+                    f"{HIDDEN_DIALOGS}<h3>Selecione a unidade de trânsito</h3>"
                     f'<select name="idUnidTransito">{options}</select>',
                 )
             if method == "finalizarLogin":
@@ -468,22 +537,20 @@ class DetranPortalSimulator(Simulator):
                 return self._login_form_page(request)
             if method != "autenticar":
                 return self._login_form_page(request, "Operação inválida.")
-            user = self.users.get(form.get("codigo", ""))
+            codigo = form.get("codigo", "")
+            if form.get("senha"):
+                self.password_posts[codigo] = self.password_posts.get(codigo, 0) + 1
+            user = self.users.get(codigo)
             if user is None or form.get("senha") != user.password:
                 return self._login_form_page(request, "Usuário ou senha inválidos.")
             if self._open_elsewhere(user.cpf, sess) and form.get("forceLogout") != "true":
                 return self._login_form_page(
-                    request,
-                    "Já existe uma sessão aberta.",
-                    "<script>openDialogNewSession('Já existe uma sessão aberta para este usuário."
-                    " Deseja encerrá-la?');</script>",
+                    request, "", "openDialogNewSession('Já existe uma sessão aberta.')"
                 )
             unit = form.get("idUnidTransito", "-1")
             if len(user.units) > 1 and unit == "-1":
                 sess.pending_cpf = user.cpf
-                return self._login_form_page(
-                    request, "", "<script>openDialogChoice('Selecione a unidade');</script>"
-                )
+                return self._login_form_page(request, "", "openDialogChoice()")
             if len(user.units) == 1:
                 unit = next(iter(user.units))
             if unit not in user.units:
@@ -510,7 +577,8 @@ class DetranPortalSimulator(Simulator):
             user = self.users[sess.cpf]
             method = form.get("method", "")
             if method == "refreshAgendaMedicaByMedico":
-                day = _parse_day(form.get("dataReferencia")) or dt.date.today()
+                self.helper_references.append(form.get("dataReferencia", ""))
+                day = _parse_day(form.get("dataReferencia")) or dt.datetime.now(PORTAL_TZ).date()
                 dates = [
                     day + dt.timedelta(days=i)
                     for i in range(8)
@@ -532,6 +600,26 @@ class DetranPortalSimulator(Simulator):
             if day is None or unit != sess.unit or form.get("idUsuarioMedicoConsulta") != user.code:
                 return self._login_form_page(request, "Parâmetros inválidos.")
             return self._result_page(request, user, unit, day)
+
+
+def _row_markup(index: int, booking: dict[str, str], order: list[tuple[str, str]]) -> str:
+    """One booking row, in one of the sloppy but valid spellings the portal uses: odd rows
+    omit every ``</td>`` and ``</tr>``, use capital tags, unquoted attributes and character
+    references for accents; even rows are tidy but pad cells with ``&nbsp;``."""
+    garbled = booking.get("_garbled")
+    cells = [(key, booking[key]) for key, _ in order]
+    if garbled == "time":
+        cells = [(k, "--:--" if k == "hora" else v) for k, v in cells]
+    elif garbled == "cells":
+        cells = [(k, v) for k, v in cells if k in ("hora", "cpf", "nome")]
+    if index % 2:
+        refs = [html.escape(v).encode("ascii", "xmlcharrefreplace").decode() for _, v in cells]
+        return "<TR class=list_linha>" + "".join(f"<TD class=list_linha>{v}\n" for v in refs)
+    return (
+        '<tr class="list_linha2">'
+        + "".join(f'<td class="list_linha">&nbsp;{html.escape(v)}&nbsp;</td>' for _, v in cells)
+        + "</tr>"
+    )
 
 
 def _parse_day(text: str | None) -> dt.date | None:

@@ -139,9 +139,27 @@ def test_wrong_password_alerts_once_and_the_other_examiner_still_syncs(
 ):
     day = work_day()
     save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77")
-    for _ in range(3):
+    for attempt in range(1, 4):
         refused = run(instance, day)
         assert not refused.success
+        # One password per run: a refusal is never answered by posting it again.
+        assert portal.password_posts == {DOCTOR.cpf: attempt}
+    (failure,) = refused.get_step_failure_events()
+    message = failure.step_failure_data.error.message
+    assert "refused credentials" in message and "Senha#Errada-77" not in message
+    with env.connect() as conn:
+        recorded = (
+            conn.execute(
+                sa.text(
+                    "SELECT error_details->>'login_failure' FROM agenda_sync_runs"
+                    " WHERE usuario_id = :u ORDER BY id"
+                ),
+                {"u": DOCTOR.usuario_id},
+            )
+            .scalars()
+            .all()
+        )
+    assert recorded == ["WrongCredentials"] * 3
     # Evaluated on the failed run too: 3 of 3 of the doctor's runs failed.
     rate = checks(refused)[FAILURE_RATE_CHECK]
     assert not rate.passed and rate.metadata["failed_runs"].value == 3

@@ -153,3 +153,67 @@ def test_removed_slot_keeps_its_appointment_and_is_counted(detran_db, portal, ru
     run_sync()
     result = create_appointments(detran_db, DOCTOR.usuario_id, DAY)
     assert result.removed_with_appointment == 1 and result.created == 0
+
+
+def appointment_of(db, cpf: str):
+    with db.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT a.id, a.nome, a.telefone, a.email FROM agendamentos a"
+                " JOIN agenda_slots s ON s.agendamento_id = a.id"
+                " WHERE s.payload->>'cpf' = :cpf AND s.is_current"
+            ),
+            {"cpf": cpf},
+        ).one()
+
+
+def test_a_corrected_name_or_phone_reaches_the_appointment_unless_edited_locally(
+    detran_db, portal, run_sync
+):
+    run_sync()
+    create_appointments(detran_db, DOCTOR.usuario_id, DAY)
+    first, second, third = list(portal.bookings(DOCTOR.code, "1234", DAY))[:3]
+    # The clinic edits the second appointment's name by hand.
+    with detran_db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE agendamentos SET nome = 'NOME CORRIGIDO NA CLÍNICA' WHERE id = :id"),
+            {"id": appointment_of(detran_db, second["cpf"]).id},
+        )
+    # The portal corrects the names and phones of the first two bookings.
+    for booking, name in ((first, "ANA MARIA CORRIGIDA"), (second, "JOSÉ DA SILVA NOVO")):
+        portal.edit_booking(
+            DOCTOR.code, "1234", DAY, booking["cpf"], nome=name, telefone="(11) 98888-7777"
+        )
+    synced = run_sync()
+    assert synced.totals["updated"] == 2 and synced.totals["inserted"] == 0
+    result = create_appointments(detran_db, DOCTOR.usuario_id, DAY)
+    a = appointment_of(detran_db, first["cpf"])
+    assert (a.nome, a.telefone) == ("ANA MARIA CORRIGIDA", "(11) 98888-7777")
+    b = appointment_of(detran_db, second["cpf"])
+    assert (b.nome, b.telefone) == ("NOME CORRIGIDO NA CLÍNICA", "(11) 98888-7777")
+    c = appointment_of(detran_db, third["cpf"])
+    assert (c.nome, c.telefone) == (third["nome"], third["telefone"])
+    assert (result.corrected, result.kept_local_edits, result.created) == (2, 1, 0)
+    # Nothing left to do: the next pass changes nothing, the local edit stays.
+    again = create_appointments(detran_db, DOCTOR.usuario_id, DAY)
+    assert (again.corrected, again.kept_local_edits) == (0, 0)
+    assert appointment_of(detran_db, second["cpf"]).nome == "NOME CORRIGIDO NA CLÍNICA"
+
+
+def test_a_hand_made_appointment_is_linked_but_never_corrected(detran_db, portal, run_sync):
+    run_sync()
+    booking = portal.bookings(DOCTOR.code, "1234", DAY)[0]
+    with detran_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO agendamentos (usuario_id, nome, cpf, telefone, data, hora, origem)"
+                " VALUES (1, 'FEITO À MÃO', :cpf, '(11) 1111-1111', :d, :h, 'manual')"
+            ),
+            {"cpf": booking["cpf"], "d": DAY, "h": booking["hora"]},
+        )
+    assert create_appointments(detran_db, DOCTOR.usuario_id, DAY).linked_existing == 1
+    portal.edit_booking(DOCTOR.code, "1234", DAY, booking["cpf"], nome="OUTRO NOME")
+    run_sync()
+    assert create_appointments(detran_db, DOCTOR.usuario_id, DAY).corrected == 0
+    made = appointment_of(detran_db, booking["cpf"])
+    assert (made.nome, made.telefone) == ("FEITO À MÃO", "(11) 1111-1111")

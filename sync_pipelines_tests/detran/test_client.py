@@ -140,3 +140,109 @@ def test_logout_ends_the_session(portal, settings):
     again = client(settings)
     again.restore(cookies, context)
     assert not again.session_alive()
+
+
+# ---- the portal as strict as the contract: hidden dialogs, units, sloppy rows ---------------
+
+
+def test_every_login_page_carries_the_new_session_text_so_only_the_script_call_decides(
+    portal, settings
+):
+    import requests
+
+    with requests.Session() as browser:
+        first = browser.get(f"{portal.base_url}/gefor/SGU/login.do?method=iniciarLogin")
+        refused = browser.post(
+            f"{portal.base_url}/gefor/SGU/login.do",
+            data={
+                "method": "autenticar",
+                "codigo": DOCTOR.cpf,
+                "senha": "x",
+                "forceLogout": "false",
+            },
+        )
+    for page in (first, refused):
+        text = page.content.decode("iso-8859-1")
+        assert "Já existe uma sessão aberta" in text and "openDialogNewSession(" in text
+    # Still the client reads the refusal as one, and the multi-unit login as a unit choice.
+    with pytest.raises(WrongCredentials):
+        client(settings, password="wrong").login()
+    assert client(settings, PSYCHOLOGIST).login().unit_code == "2002"
+
+
+def test_wrong_password_is_posted_once_and_reported_as_refused_credentials(portal, settings):
+    c = client(settings, PSYCHOLOGIST, password="wrong-password-123")
+    with pytest.raises(WrongCredentials, match="refused credentials"):
+        c.login()
+    assert portal.password_posts == {PSYCHOLOGIST.cpf: 1}
+    assert portal.count(r"openChoice") == 0
+
+
+def test_two_unit_login_offers_both_units_and_logs_in_at_the_one_asked(portal, settings):
+    c = client(settings, PSYCHOLOGIST, unit=None)
+    context = c.login()
+    assert context.units == {"2001": "CIRETRAN CAMPINAS", "2002": "CIRETRAN JUNDIAÍ"}
+    assert context.unit_code == "2001"  # no configured unit: the first one offered
+    c.logout()
+    assert c.login("2002").unit_code == "2002"
+    assert c.context.unit_label == "CIRETRAN JUNDIAÍ"
+    assert portal.password_posts == {PSYCHOLOGIST.cpf: 4}  # two logins, each with a choice
+
+
+def test_rows_without_closing_tags_and_with_character_references_are_all_read(portal, settings):
+    c = client(settings)
+    c.login()
+    expected = portal.bookings(DOCTOR.code, "1234", DAY)
+    assert len(expected) >= 2  # odd rows are the sloppy ones
+    day = c.fetch_day(DAY)
+    assert day.unreadable == []
+    assert [(b["hora"], b["cpf"], b["nome"]) for b in day.bookings] == [
+        (e["hora"], e["cpf"], e["nome"]) for e in expected
+    ]
+    assert [b["tipo_processo"] for b in day.bookings] == [e["tipo_processo"] for e in expected]
+
+
+def test_an_unreadable_row_is_listed_by_number_and_the_others_are_read(portal, settings):
+    c = client(settings)
+    c.login()
+    expected = portal.bookings(DOCTOR.code, "1234", DAY)
+    victim = expected[1]
+    portal.garble_booking(DOCTOR.code, "1234", DAY, victim["cpf"], how="cells")
+    day = c.fetch_day(DAY)
+    assert [(u.row, u.after) for u in day.unreadable] == [(2, expected[0]["hora"])]
+    assert "cells" in day.unreadable[0].reason
+    assert [b["cpf"] for b in day.bookings] == [e["cpf"] for e in expected if e is not victim]
+    assert day.row_numbers == [n for n in range(1, len(expected) + 1) if n != 2]
+
+
+def test_saved_pages_mask_names_in_cells_without_closing_tags(portal, settings):
+    from sync_pipelines.detran.client import mask_page
+
+    c = client(settings)
+    c.login()
+    if len(portal.bookings(DOCTOR.code, "1234", DAY)) % 2:
+        portal.add_booking(DOCTOR.code, "1234", DAY, "17:40")
+    bookings = portal.bookings(DOCTOR.code, "1234", DAY)
+    assert len(bookings) % 2 == 0  # the last row is a sloppy one: no </td> after it at all
+    response = c.http.request(
+        "POST",
+        "/gefor/GFR/divisao/divisaoEquitativa.do",
+        data={
+            "method": "consultarAgendaMedico",
+            "idUnidadeTransitoConsulta": "1234",
+            "idUsuarioMedicoConsulta": DOCTOR.code,
+            "dataReferencia": f"{DAY:%d/%m/%Y}",
+            "data": f"{DAY:%d/%m/%Y}",
+        },
+    )
+    page = response.content.decode("iso-8859-1")
+    assert "<TD class=list_linha>" in page  # the sloppy rows are there
+    masked = mask_page(page)
+    import html as html_module
+
+    plain = html_module.unescape(masked)
+    for booking in bookings:
+        for word in booking["nome"].split():
+            assert word not in plain, "a name survived the masking"
+        assert booking["cpf"] not in plain
+    assert "Hora" in plain and "agenda" in plain

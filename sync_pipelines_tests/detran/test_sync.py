@@ -143,9 +143,11 @@ def test_wrong_password_fails_the_run_clearly_without_personal_data(detran_db, p
     save_examiner(detran_db, DOCTOR.usuario_id, password="not-the-password")
     result = run_sync()
     assert result.status == "failed" and "WrongCredentials" in result.error
+    assert portal.password_posts == {DOCTOR.cpf: 1}
     (run,) = runs(detran_db)
+    assert "refused credentials" in run.error
+    assert run.error_details["login_failure"] == "WrongCredentials"
     text = f"{run.error} {run.error_details}"
-    assert "refused" in text
     for secret in ("not-the-password", DOCTOR.cpf, DOCTOR.cpf.replace(".", "").replace("-", "")):
         assert secret not in text
 
@@ -177,11 +179,67 @@ def test_expired_cache_entry_is_not_used(detran_db, portal, run_sync):
     assert result.logins == 1 and not result.session_reused
 
 
-def test_psychologist_with_two_units_syncs_the_configured_unit(detran_db, portal, run_sync):
-    result = run_sync(PSYCHOLOGIST)
-    assert result.status == "success"
-    rows = slots(detran_db, PSYCHOLOGIST.usuario_id)
-    assert rows and {r.payload["unidade"] for r in rows} == {"2002"}
+def test_two_unit_examiner_syncs_the_days_of_both_units(detran_db, portal, run_sync):
+    wednesday, thursday = DAY, DAY + dt.timedelta(days=1)
+    assert (PSYCHOLOGIST.unit_on(wednesday), PSYCHOLOGIST.unit_on(thursday)) == ("2001", "2002")
+    result = run_sync(PSYCHOLOGIST, days=[wednesday, thursday])
+    assert result.status == "success", result.error
+    for day in (wednesday, thursday):
+        unit = PSYCHOLOGIST.unit_on(day)
+        expected = portal.bookings(PSYCHOLOGIST.code, unit, day)
+        rows = slots(detran_db, PSYCHOLOGIST.usuario_id, day)
+        assert expected and [r.payload["cpf"] for r in rows] == [b["cpf"] for b in expected]
+        assert {r.payload["unidade"] for r in rows} == {unit}
+    assert [sorted(d.units) for d in result.days] == [["2001", "2002"]] * 2
+    # A booking added at the other unit on a day is read too, and the rerun is stable.
+    portal.add_booking(PSYCHOLOGIST.code, "2002", wednesday, "06:00")
+    again = run_sync(PSYCHOLOGIST, days=[wednesday, thursday])
+    assert again.totals == {
+        "inserted": 1,
+        "updated": 0,
+        "removed": 0,
+        "unchanged": sum(len(slots(detran_db, 2, d)) for d in (wednesday, thursday)) - 1,
+    }
+    assert portal.password_posts[PSYCHOLOGIST.cpf] == 4 + 2  # first run: 2 logins; then 1
+
+
+def test_a_day_with_an_unreadable_row_removes_nothing_and_names_the_row(
+    detran_db, portal, run_sync
+):
+    run_sync()
+    first, second, third = list(portal.bookings(DOCTOR.code, "1234", DAY))[:3]
+    cancelled = portal.cancel_booking(DOCTOR.code, "1234", DAY, first["cpf"])
+    # The page now shows: second (row 1), third (row 2, unreadable), ...
+    garbled = portal.garble_booking(DOCTOR.code, "1234", DAY, third["cpf"], how="time")
+    result = run_sync()
+    assert result.status == "partial"
+    assert result.totals["removed"] == 0
+    assert all(r.status == "available" and r.is_current for r in slots(detran_db))
+    (day,) = result.days
+    assert day.ok and day.unreadable_rows == 1
+    last = runs(detran_db)[-1]
+    assert last.status == "partial"
+    where = f"{DAY.isoformat()} unit 1234 row 2 (after {second['hora']}): unreadable time"
+    assert where in last.error
+    assert "nothing was marked removed" in last.error
+    assert last.error_details["rows"] == [
+        {
+            "date": DAY.isoformat(),
+            "unit": "1234",
+            "row": 2,
+            "after": second["hora"],
+            "reason": "unreadable time (not HH:MM)",
+        }
+    ]
+    text = f"{last.error} {last.error_details}"
+    for personal in (garbled["cpf"], garbled["nome"], cancelled["cpf"], cancelled["nome"]):
+        assert personal not in text
+    # Readable again: now the read is complete and the cancelled booking is removed.
+    garbled.pop("_garbled")
+    fixed = run_sync()
+    assert fixed.status == "success" and fixed.totals["removed"] == 1
+    (gone,) = [r for r in slots(detran_db) if r.status == "removed"]
+    assert gone.payload["cpf"] == cancelled["cpf"]
 
 
 def test_second_sync_of_the_same_examiner_stops_at_once(detran_db, portal, run_sync):
@@ -190,7 +248,8 @@ def test_second_sync_of_the_same_examiner_stops_at_once(detran_db, portal, run_s
             run_sync(options=SyncOptions(holder_hint="run abc"))
         # another examiner is not blocked
         assert run_sync(PSYCHOLOGIST).status == "success"
-    assert portal.count(r"divisaoEquitativa") == 1 + 0  # only the psychologist's day query
+    # only the psychologist's day queries, one per unit
+    assert portal.count(r"divisaoEquitativa") == 2
     assert len(runs(detran_db)) == 1
 
 

@@ -161,6 +161,8 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
             "already_linked": MetadataValue.int(result.already_linked),
             "without_cpf": MetadataValue.int(result.without_cpf),
             "removed_with_appointment": MetadataValue.int(result.removed_with_appointment),
+            "corrected_from_portal": MetadataValue.int(result.corrected),
+            "kept_local_edits": MetadataValue.int(result.kept_local_edits),
             "duration_seconds": MetadataValue.float(round(time.monotonic() - started, 3)),
         }
     )
