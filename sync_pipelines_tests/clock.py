@@ -79,7 +79,9 @@ MONTH_BOUNDARY_IDS: list[str] = ["1st-of-month", "2nd-of-month", "31dec-2330-sp"
 def pinned_clock(instant: dt.datetime, *, tick: bool = True) -> Iterator[time_machine.Coordinates]:
     """Run the block with ``datetime.now()``, ``date.today()`` and ``time.time()`` at ``instant``."""
     assert instant.tzinfo is not None, "pin the clock to an aware instant"
-    with time_machine.travel(instant, tick=tick) as traveller:
+    # Travel to the instant in UTC: given a ZoneInfo datetime, time-machine would also switch
+    # the process's local zone to São Paulo and hide every date.today() a UTC server runs.
+    with time_machine.travel(instant.astimezone(dt.UTC), tick=tick) as traveller:
         yield traveller
 
 
