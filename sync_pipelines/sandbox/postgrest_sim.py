@@ -288,13 +288,15 @@ class PostgrestSimulator(Simulator):
             self._rules += 1
             name = quote_ident(f"reject_rows_{self._rules}")
         function = f"{quote_ident(self.schema)}.{name}"
+        body = (
+            f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rule$ "
+            f"BEGIN IF {condition} THEN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
+            f"MESSAGE = {message}, DETAIL = 'Failing row contains ' || NEW::text || '.'; "
+            f"END IF; RETURN NEW; END $rule$"
+        )
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rule$ "
-                f"BEGIN IF {condition} THEN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
-                f"MESSAGE = {message}, DETAIL = 'Failing row contains ' || NEW::text || '.'; "
-                f"END IF; RETURN NEW; END $rule$"
-            )
+            # psycopg2 reads "%" as a placeholder even without parameters (format's %s).
+            conn.exec_driver_sql(body.replace("%", "%%"))
             conn.exec_driver_sql(
                 f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {self.table} "
                 f"FOR EACH ROW EXECUTE FUNCTION {function}()"

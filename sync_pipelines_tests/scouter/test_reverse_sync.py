@@ -11,7 +11,7 @@ from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.export import export_job
 from sync_pipelines.scouter.mapping import resolve_mapping
 from sync_pipelines.scouter.reverse import reverse_sync
-from sync_pipelines.scouter.source import source_columns, today_sao_paulo
+from sync_pipelines.scouter.source import TZ, source_columns, today_sao_paulo
 
 from .conftest import DAY, seed_day
 
@@ -21,7 +21,8 @@ def _cycle(db, client, today):
     mapping = resolve_mapping()
     result = reverse_sync(db, client, mapping)
     job = jobs.create_job(db, DAY, today, {})
-    export_job(db, client, job.id, mapping, source_columns(db), client.columns(), today=today)
+    after_today = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(2), tzinfo=TZ)
+    export_job(db, client, job.id, mapping, source_columns(db), client.columns(), now=after_today)
     return result
 
 
