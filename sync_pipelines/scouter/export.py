@@ -151,7 +151,19 @@ def _record_batch(
     failures: list[LeadFailure],
 ) -> None:
     with db.begin() as conn:
+        replaced = 0
         if failures:
+            # A re-read of a day not final yet meets the same refused lead again: its latest
+            # refusal replaces the earlier one, so a lead is one error row (and one count).
+            replaced = len(
+                conn.execute(
+                    sa.text(
+                        f"DELETE FROM {db.table(ERRORS)} WHERE job_id = :job AND export_date = :day "
+                        "AND lead_id = ANY(:ids) RETURNING lead_id"
+                    ),
+                    {"job": job.id, "day": day, "ids": [f.row.get("id") for f in failures]},
+                ).all()
+            )
             conn.execute(
                 sa.text(
                     f"INSERT INTO {db.table(ERRORS)} (job_id, lead_id, error_message, error_details, "
@@ -170,7 +182,7 @@ def _record_batch(
             ),
             {
                 "ok": exported,
-                "bad": len(failures),
+                "bad": len(failures) - replaced,
                 "skip": skipped,
                 "day": day,
                 "cu": last.updated_at,

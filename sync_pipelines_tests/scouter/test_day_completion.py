@@ -85,6 +85,21 @@ def test_a_lead_committed_late_with_an_earlier_updated_at_is_not_skipped(source_
     assert jobs.get_job(source_db, job.id).status == "completed"
 
 
+def test_a_refused_lead_met_again_by_a_re_read_stays_one_error_row(source_db, client, sim):
+    insert_leads(source_db, [make_lead(700, _at(DAY, 21, 30), random.Random(7), bad="number")])
+    job = jobs.create_job(source_db, DAY, DAY, {})
+    export_job(source_db, client, job.id, *_ctx(source_db, client), now=_at(DAY, 22))
+    nxt = DAY + dt.timedelta(days=1)
+    export_job(source_db, client, job.id, *_ctx(source_db, client), now=_at(nxt, 2))
+    assert sim.received[700] == 2  # both passes sent it (the second re-read from 21:00)
+    with source_db.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT lead_id FROM gestao_scouter_export_errors WHERE job_id = %s", (job.id,)
+        ).all()
+    assert rows == [(700,)]
+    assert jobs.get_job(source_db, job.id).error_leads == 1
+
+
 def test_a_lead_changed_between_two_pages_is_sent_with_its_new_value(source_db, client, sim):
     leads = seed_day(source_db, DAY, 120)
     job = jobs.create_job(source_db, DAY, DAY, {})
