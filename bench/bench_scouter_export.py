@@ -26,7 +26,7 @@ from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.client import GestaoScouterClient
 from sync_pipelines.scouter.export import export_day
 from sync_pipelines.scouter.mapping import resolve_mapping
-from sync_pipelines.scouter.source import source_columns
+from sync_pipelines.scouter.source import TZ, source_columns
 
 DAY = dt.date(2024, 11, 5)
 
@@ -52,7 +52,15 @@ def run(url: str, leads: int) -> None:
                 job = jobs.create_job(db, DAY, DAY, {})
                 started = time.perf_counter()
                 result = export_day(
-                    db, client, job.id, DAY, mapping, src, dst, batch_size=batch, today=DAY
+                    db,
+                    client,
+                    job.id,
+                    DAY,
+                    mapping,
+                    src,
+                    dst,
+                    batch_size=batch,
+                    now=dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(2), tzinfo=TZ),
                 )
                 seconds = time.perf_counter() - started
                 assert result.exported == leads and len(sim.written) == leads

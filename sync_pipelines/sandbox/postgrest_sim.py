@@ -11,10 +11,22 @@ judged by PostgreSQL itself, as on Supabase:
   ``PGRST204``; a bad key 401 ``PGRST301``; the read-only (anon) key 401 ``42501`` on writes.
 - ``GET /rest/v1/`` is the OpenAPI document of the schema cache (``format`` = Postgres type).
 - The schema cache is loaded once: a column added with ``ALTER TABLE`` is only seen after
-  ``NOTIFY pgrst, 'reload schema'`` (the simulator LISTENs, as PostgREST does) or
-  ``POST /__admin/reload-schema``.
+  ``NOTIFY pgrst, 'reload schema'`` or ``POST /__admin/reload-schema``. As in PostgREST, a
+  listener thread of its own receives the notification and reloads the cache
+  *asynchronously*: a request sent right after the NOTIFY may still see the old cache.
+  ``schema_reloads`` counts reloads and ``wait_for_schema_reload(since)`` waits for the next
+  one, the condition a test waits on (PostgREST logs "Schema cache loaded" at that point).
+- Errors PostgreSQL raises keep their SQLSTATE, message and detail, with PostgREST's status
+  table (``_status_for``): a row a CHECK refuses is 400 ``23514`` whose ``details`` echo the
+  whole failing row ("Failing row contains (...)"), values in clear, as the real one does.
+  ``reject_rows(sqlstate, condition)`` makes PostgreSQL itself refuse the rows matching a
+  condition with any SQLSTATE (a trigger: ``22P05``, ``22021``, ``22023``, ``23P01``...),
+  so the exporter meets codes nobody listed.
 - ``GET /rest/v1/leads`` supports ``select``, ``col=op.value`` filters (eq, neq, gt, gte, lt,
-  lte, is), ``or=(...)``/``and(...)``, ``order`` and ``limit``/``offset``.
+  lte, is), ``or=(...)``/``and(...)``, ``order`` and ``limit``/``offset``. Replies carry
+  ``Content-Range: 0-N/*`` unless ``paging_headers`` is off (a proxy may strip it; the
+  contract does not promise it), and at most ``max_rows`` rows whatever the ``limit`` asks
+  (Supabase's "Max rows" setting), so a short page does not mean the end.
 
 Every upsert request counts the lead ids it carried (``received``) and the ones it wrote
 (``written``), so tests can prove that no lead was sent or written twice.
@@ -25,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select as selectlib
 import threading
 from collections import Counter
 from typing import Any
@@ -93,7 +106,17 @@ DESTINATION_COLUMNS: list[tuple[str, str]] = [
     ("valor_ficha", "numeric(10,2)"),
 ]
 
-_STATUS_BY_SQLSTATE = {"23505": 409, "23503": 409, "42501": 401, "42P01": 404, "21000": 500}
+# PostgREST's table (docs "Errors > HTTP Status Codes"): exact codes first, then classes;
+# everything else is 400.
+_STATUS_BY_SQLSTATE = {
+    "23503": 409, "23505": 409, "25006": 405, "53400": 500, "P0001": 400, "42883": 404,
+    "42P01": 404, "42P17": 500, "42501": 403,
+}  # fmt: skip
+_STATUS_BY_CLASS = {
+    "08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500,
+    "39": 500, "3B": 500, "40": 500, "53": 503, "54": 500, "55": 500, "57": 500, "58": 500,
+    "F0": 500, "HV": 500, "P0": 500, "XX": 500,
+}  # fmt: skip
 _OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _FILTER_RESERVED = {"select", "order", "limit", "offset", "on_conflict", "columns", "or", "and"}
 
@@ -112,6 +135,10 @@ def create_destination_table(engine: sa.Engine, schema: str = DEFAULT_SCHEMA) ->
         )
 
 
+def _status_for(code: str) -> int:
+    return _STATUS_BY_SQLSTATE.get(code) or _STATUS_BY_CLASS.get(code[:2], 400)
+
+
 def _pg_error(exc: sa.exc.DBAPIError) -> Response:
     orig = exc.orig
     code = getattr(orig, "pgcode", None) or "XX000"
@@ -123,8 +150,7 @@ def _pg_error(exc: sa.exc.DBAPIError) -> Response:
         "details": getattr(diag, "message_detail", None),
         "hint": getattr(diag, "message_hint", None),
     }
-    status = _STATUS_BY_SQLSTATE.get(code, 400 if code[:2] in ("22", "23", "42") else 500)
-    return Response.json(body, status)
+    return Response.json(body, _status_for(code))
 
 
 def _err(status: int, code: str, message: str, details: str | None = None) -> Response:
@@ -147,16 +173,24 @@ class PostgrestSimulator(Simulator):
         service_key: str = SANDBOX_SERVICE_KEY,
         anon_key: str = SANDBOX_ANON_KEY,
         faults: dict[str, Any] | None = None,
+        max_rows: int | None = 1000,
+        paging_headers: bool = True,
     ) -> None:
         super().__init__(seed, faults)
+        self.max_rows = max_rows
+        self.paging_headers = paging_headers
         self._database_url = database_url
         self.schema = schema
         self.service_key = service_key
         self.anon_key = anon_key
         self._engine: sa.Engine | None = None
         self._listener: Any = None  # psycopg2 connection LISTENing on "pgrst"
+        self._listener_thread: threading.Thread | None = None
+        self._listener_stop = threading.Event()
         self._db_lock = threading.Lock()
         self._columns: dict[str, str] | None = None  # the schema cache: name -> format
+        self._reloaded = threading.Condition(self._lock)
+        self._rules = 0
         self.received: Counter[int] = Counter()
         self.written: Counter[int] = Counter()
         self.schema_reloads = 0
@@ -180,23 +214,40 @@ class PostgrestSimulator(Simulator):
                 with listener.cursor() as cur:
                     cur.execute("LISTEN pgrst")
                 self._listener = listener
+                self._listener_stop.clear()
+                self._listener_thread = threading.Thread(
+                    target=self._listen, name=f"{self.name}-listener", daemon=True
+                )
+                self._listener_thread.start()
             return self._engine
 
     @property
     def table(self) -> str:
         return f"{quote_ident(self.schema)}.leads"
 
-    def _poll_notifications(self) -> None:
-        """Reload the schema cache on ``NOTIFY pgrst, 'reload schema'``, as PostgREST does."""
-        with self._db_lock:
-            listener = self._listener
-            if listener is None:
+    def _listen(self) -> None:
+        """PostgREST's listener: wait for ``NOTIFY pgrst``, reload the cache off-request."""
+        listener = self._listener
+        while not self._listener_stop.is_set():
+            try:
+                ready, _, _ = selectlib.select([listener], [], [], 0.2)
+                if not ready:
+                    continue
+                listener.poll()
+            except Exception:  # the connection was closed by stop()
                 return
-            listener.poll()
             payloads = [n.payload for n in listener.notifies]
             listener.notifies.clear()
-        if any(p in ("", "reload schema") for p in payloads):
-            self.reload_schema()
+            if any(p in ("", "reload schema") for p in payloads):
+                self.reload_schema()
+
+    def wait_for_schema_reload(self, since: int, timeout: float = 10.0) -> int:
+        """Block until ``schema_reloads`` exceeds ``since`` (the count read before the
+        NOTIFY); returns the new count. Raises ``TimeoutError`` if no reload happened."""
+        with self._reloaded:
+            if not self._reloaded.wait_for(lambda: self.schema_reloads > since, timeout):
+                raise TimeoutError(f"no schema cache reload within {timeout} s")
+            return self.schema_reloads
 
     def reload_schema(self) -> dict[str, str]:
         with self.engine.connect() as conn:
@@ -211,6 +262,7 @@ class PostgrestSimulator(Simulator):
         with self._lock:
             self._columns = {name: fmt for name, fmt in rows}
             self.schema_reloads += 1
+            self._reloaded.notify_all()
             return dict(self._columns)
 
     def columns(self) -> dict[str, str]:
@@ -224,8 +276,38 @@ class PostgrestSimulator(Simulator):
             self.received.clear()
             self.written.clear()
 
+    def reject_rows(
+        self, sqlstate: str, condition: str, message: str = "format('row %s rejected', NEW.id)"
+    ) -> None:
+        """Make PostgreSQL refuse every row written with ``condition`` true (SQL over ``NEW``)
+        with ``sqlstate`` and ``message`` (a SQL text expression), the detail echoing the
+        whole row as a CHECK violation's does. A test fixture: the SQL is the test's own."""
+        if not re.fullmatch(r"[0-9A-Z]{5}", sqlstate):
+            raise ValueError(f"not a SQLSTATE: {sqlstate!r}")
+        with self._lock:
+            self._rules += 1
+            name = quote_ident(f"reject_rows_{self._rules}")
+        function = f"{quote_ident(self.schema)}.{name}"
+        body = (
+            f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rule$ "
+            f"BEGIN IF {condition} THEN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
+            f"MESSAGE = {message}, DETAIL = 'Failing row contains ' || NEW::text || '.'; "
+            f"END IF; RETURN NEW; END $rule$"
+        )
+        with self.engine.begin() as conn:
+            # psycopg2 reads "%" as a placeholder even without parameters (format's %s).
+            conn.exec_driver_sql(body.replace("%", "%%"))
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {self.table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+            )
+
     def stop(self) -> None:
         super().stop()
+        self._listener_stop.set()
+        if self._listener_thread is not None:
+            self._listener_thread.join(timeout=5)
+            self._listener_thread = None
         with self._db_lock:
             if self._listener is not None:
                 self._listener.close()
@@ -257,7 +339,6 @@ class PostgrestSimulator(Simulator):
 
     @route("GET", r"/rest/v1/?")
     def openapi(self, request: Request) -> Response:
-        self._poll_notifications()
         if self._role(request) is None:
             return self._unauthorized()
         properties = {
@@ -277,7 +358,6 @@ class PostgrestSimulator(Simulator):
 
     @route("POST", r"/rest/v1/leads")
     def upsert(self, request: Request) -> Response:
-        self._poll_notifications()
         role = self._role(request)
         if role is None:
             return self._unauthorized()
@@ -341,7 +421,6 @@ class PostgrestSimulator(Simulator):
 
     @route("GET", r"/rest/v1/leads")
     def select(self, request: Request) -> Response:
-        self._poll_notifications()
         if self._role(request) is None:
             return self._unauthorized()
         known = self.columns()
@@ -365,10 +444,15 @@ class PostgrestSimulator(Simulator):
             order = request.query.get("order")
             if order:
                 sql += " ORDER BY " + ", ".join(_order(o, known) for o in order.split(","))
-            if "limit" in request.query:
-                sql += f" LIMIT {int(request.query['limit'])}"
-            if "offset" in request.query:
-                sql += f" OFFSET {int(request.query['offset'])}"
+            limit = int(request.query["limit"]) if "limit" in request.query else None
+            if self.max_rows is not None:
+                # Supabase's "Max rows": the server's cap wins over the client's limit.
+                limit = self.max_rows if limit is None else min(limit, self.max_rows)
+            if limit is not None:
+                sql += f" LIMIT {limit}"
+            offset = int(request.query.get("offset", 0))
+            if offset:
+                sql += f" OFFSET {offset}"
         except _BadQuery as exc:
             return _err(400, exc.code, str(exc))
         except ValueError as exc:
@@ -378,10 +462,14 @@ class PostgrestSimulator(Simulator):
                 rows = [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
         except sa.exc.DBAPIError as exc:
             return _pg_error(exc)
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if self.paging_headers:
+            span = f"{offset}-{offset + len(rows) - 1}" if rows else "*"
+            headers["Content-Range"] = f"{span}/*"
         return Response(
             200,
             json.dumps(rows, default=_json_default, ensure_ascii=False).encode("utf-8"),
-            {"Content-Type": "application/json; charset=utf-8"},
+            headers,
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,26 +25,20 @@ from typing import Any
 import requests
 
 from ..lib.http import HttpClient, HttpError, RetryPolicy
-from ..lib.redact import redact, register_secret
+from ..lib.redact import MASK, redact, register_secret
 
 URL_VAR = "GESTAO_SCOUTER_URL"
 KEY_VAR = "GESTAO_SCOUTER_SERVICE_KEY"
 LEADS_PATH = "/rest/v1/leads"
 
-# Postgres error classes a single row's value causes: splitting the batch isolates the row.
-ROW_ERROR_CODES = frozenset(
-    {
-        "22P02",  # invalid_text_representation (bad integer, uuid, boolean...)
-        "22007",  # invalid_datetime_format
-        "22008",  # datetime_field_overflow
-        "22003",  # numeric_value_out_of_range
-        "22001",  # string_data_right_truncation
-        "23502",  # not_null_violation
-        "23514",  # check_violation
-        "23505",  # unique_violation (another unique column than id)
-        "23503",  # foreign_key_violation
-    }
-)
+# Which refusals a split of the batch can fix. Any 4xx is taken as a refusal of some row's
+# value (PostgreSQL has dozens of such SQLSTATEs: 22P02, 22P05, 22021, 22023, 23514,
+# 23P01, a trigger's P0001...; listing them is how one unlisted code used to fail whole
+# days), except the ones that concern the request itself, which every row would meet again:
+# PostgREST's own PGRST* codes (schema cache, JWT, payload shape), SQLSTATE class 42 (syntax
+# or access rule: permission, undefined table or column) and 401/403/404/405.
+REQUEST_LEVEL_STATUSES = frozenset({401, 403, 404, 405})
+REQUEST_LEVEL_CLASSES = ("PGRST", "42")
 AUTH_CODES = frozenset({"PGRST301", "PGRST302", "PGRST300"})
 
 
@@ -96,8 +91,6 @@ def _classify(status: int, payload: Mapping[str, Any], body: str) -> PostgrestEr
             f"(NOTIFY pgrst, 'reload schema'), or remove it from the field mapping.",
             **extra,
         )
-    if code in ROW_ERROR_CODES:
-        return PostgrestError("bad_value", f"value rejected by Gestão Scouter: {message}", **extra)
     if code in AUTH_CODES or (status == 401 and code != "42501"):
         return PostgrestError(
             "auth",
@@ -121,7 +114,26 @@ def _classify(status: int, payload: Mapping[str, Any], body: str) -> PostgrestEr
         )
     if code == "PGRST102":
         return PostgrestError("bad_payload", f"PostgREST refused the payload: {message}", **extra)
+    if (
+        400 <= status < 500
+        and status not in REQUEST_LEVEL_STATUSES
+        and not (code or "").startswith(REQUEST_LEVEL_CLASSES)
+    ):
+        return PostgrestError(
+            "bad_value", f"value rejected by Gestão Scouter ({code or status}): {message}", **extra
+        )
     return PostgrestError("other", f"PostgREST error {status} {code or ''}: {message}", **extra)
+
+
+# PostgreSQL's detail of a CHECK / NOT NULL violation (and of the simulator's rules) is the
+# whole row as stored, in clear: names, phones, and destination-only columns the export never
+# sent. fields_sent and the masked snapshot already say what was sent, so the row goes.
+_FAILING_ROW = re.compile(r"(Failing row contains )\(.*", re.DOTALL)
+
+
+def mask_failing_row(text: str) -> str:
+    """``"Failing row contains (1, Ana Souza, ...)."`` → ``"Failing row contains (***)."``."""
+    return _FAILING_ROW.sub(lambda m: f"{m.group(1)}({MASK}).", text)
 
 
 def _error_from_response(response: requests.Response) -> PostgrestError:
@@ -130,8 +142,12 @@ def _error_from_response(response: requests.Response) -> PostgrestError:
         payload = response.json()
     except ValueError:
         payload = {}
-    if not isinstance(payload, dict):
+    if isinstance(payload, dict) and payload:
+        payload = {k: mask_failing_row(v) if isinstance(v, str) else v for k, v in payload.items()}
+        body = jsonlib.dumps(payload, ensure_ascii=False)
+    else:
         payload = {}
+        body = mask_failing_row(body)
     return _classify(response.status_code, payload, body[:2000])
 
 

@@ -8,6 +8,11 @@ reason, the response, the fields sent and a masked snapshot. A problem no split 
 (unknown column, bad key, no permission, service down after retries) stops the day and marks
 the job failed with a message saying what to fix.
 
+A day is done only when it is final (source.py): a pass that started before the day ended
+in São Paulo plus ``FINAL_MARGIN`` leaves it open, with a cursor at the pass's start minus
+the margin, and the next pass (not before ``REREAD_EVERY``) re-reads it from there; leads
+changed later that day, or committed late with an earlier ``updated_at``, are sent then.
+
 After every batch the job row records the counts and the keyset position, in one
 transaction with the batch's error rows: a pause (checked before each batch), a crash or a
 failure resumes right after the last recorded batch, so no lead is skipped and none is sent
@@ -32,8 +37,18 @@ from ..lib.db import Database
 from ..lib.redact import redact
 from .client import GestaoScouterClient, PostgrestError
 from .jobs import ERRORS, JOBS, ExportJob, complete_job, fail_job, get_job, job_status
-from .mapping import FieldMapping, masked_snapshot, to_destination
-from .source import Keyset, count_between, iter_day_pages, today_sao_paulo
+from .mapping import FieldMapping, mask_personal_values, masked_snapshot, to_destination
+from .source import (
+    FINAL_MARGIN,
+    REREAD_EVERY,
+    Keyset,
+    count_between,
+    day_bounds,
+    is_day_final,
+    iter_day_pages,
+    now_sao_paulo,
+    today_sao_paulo,
+)
 
 REVERSE_MARKER = "gestao_scouter"
 
@@ -60,6 +75,8 @@ class DayResult:
     batches: int = 0
     requests: int = 0
     paused: bool = False
+    final: bool = False  # the day is done; False: another pass re-reads it at next_pass_at
+    next_pass_at: dt.datetime | None = None
     seconds: float = 0.0
     failures: list[LeadFailure] = field(default_factory=list)
 
@@ -101,6 +118,29 @@ def send_isolating(
     return ok_left + ok_right, bad_left + bad_right
 
 
+def _error_row(job: ExportJob, day: dt.date, failure: LeadFailure) -> dict[str, Any]:
+    """What is stored of a refused lead. PostgREST's message, details and body echo the
+    refused values: each personal one is masked there exactly as in the snapshot."""
+
+    def masked(text: str | None) -> str | None:
+        return None if text is None else mask_personal_values(text, failure.row, failure.payload)
+
+    details = {
+        key: masked(v) if isinstance(v, str) else v for key, v in failure.error.as_details().items()
+    }
+    return {
+        "job": job.id,
+        "lead": failure.row.get("id"),
+        "msg": masked(str(failure.error)),
+        "details": json.dumps(details),
+        "status": failure.error.status,
+        "body": masked(failure.error.body),
+        "snapshot": json.dumps(masked_snapshot(failure.row), default=str),
+        "fields": json.dumps(list(failure.payload)),
+        "day": day,
+    }
+
+
 def _record_batch(
     db: Database,
     job: ExportJob,
@@ -111,7 +151,19 @@ def _record_batch(
     failures: list[LeadFailure],
 ) -> None:
     with db.begin() as conn:
+        replaced = 0
         if failures:
+            # A re-read of a day not final yet meets the same refused lead again: its latest
+            # refusal replaces the earlier one, so a lead is one error row (and one count).
+            replaced = len(
+                conn.execute(
+                    sa.text(
+                        f"DELETE FROM {db.table(ERRORS)} WHERE job_id = :job AND export_date = :day "
+                        "AND lead_id = ANY(:ids) RETURNING lead_id"
+                    ),
+                    {"job": job.id, "day": day, "ids": [f.row.get("id") for f in failures]},
+                ).all()
+            )
             conn.execute(
                 sa.text(
                     f"INSERT INTO {db.table(ERRORS)} (job_id, lead_id, error_message, error_details, "
@@ -119,20 +171,7 @@ def _record_batch(
                     "(:job, :lead, :msg, CAST(:details AS jsonb), :status, :body, "
                     "CAST(:snapshot AS jsonb), CAST(:fields AS jsonb), :day)"
                 ),
-                [
-                    {
-                        "job": job.id,
-                        "lead": f.row.get("id"),
-                        "msg": str(f.error),
-                        "details": json.dumps(f.error.as_details()),
-                        "status": f.error.status,
-                        "body": f.error.body,
-                        "snapshot": json.dumps(masked_snapshot(f.row), default=str),
-                        "fields": json.dumps(list(f.payload)),
-                        "day": day,
-                    }
-                    for f in failures
-                ],
+                [_error_row(job, day, f) for f in failures],
             )
         conn.execute(
             sa.text(
@@ -143,7 +182,7 @@ def _record_batch(
             ),
             {
                 "ok": exported,
-                "bad": len(failures),
+                "bad": len(failures) - replaced,
                 "skip": skipped,
                 "day": day,
                 "cu": last.updated_at,
@@ -154,8 +193,12 @@ def _record_batch(
 
 
 def _start_day(
-    db: Database, job: ExportJob, day: dt.date, today: dt.date, run_id: str | None
+    db: Database, job: ExportJob, day: dt.date, now: dt.datetime, run_id: str | None
 ) -> ExportJob:
+    """Mark the job running on ``day``. A pass already under way on that day (stopped by a
+    pause, a crash or a failure) goes on from its exact cursor with its own start time; else
+    a new pass starts now, from the overlap cursor a previous pass left (or the day start)."""
+    today = today_sao_paulo(now)
     total = count_between(db, job.start_date, job.last_day(today))
     with db.begin() as conn:
         current = get_job(db, job.id, conn)
@@ -165,27 +208,56 @@ def _start_day(
                 f"UPDATE {db.table(JOBS)} SET status = 'running', total_leads = :total, "
                 "started_at = coalesce(started_at, now()), processing_date = :day, "
                 "cursor_updated_at = CASE WHEN :same THEN cursor_updated_at END, "
-                "cursor_id = CASE WHEN :same THEN cursor_id END, last_run_id = :run, "
+                "cursor_id = CASE WHEN :same THEN cursor_id END, "
+                "pass_started_at = CASE WHEN :same THEN coalesce(pass_started_at, :now) "
+                "ELSE :now END, next_pass_at = NULL, last_run_id = :run, "
                 "updated_at = now() WHERE id = :id"
             ),
-            {"total": total, "day": day, "same": same_day, "run": run_id, "id": job.id},
+            {"total": total, "day": day, "same": same_day, "now": now, "run": run_id, "id": job.id},
         )
     return get_job(db, job.id)
 
 
-def _finish_day(db: Database, job: ExportJob, day: dt.date, today: dt.date) -> None:
-    done = day >= job.last_day(today)
+def _finish_day(
+    db: Database,
+    job: ExportJob,
+    day: dt.date,
+    now: dt.datetime,
+    margin: dt.timedelta,
+    reread_every: dt.timedelta,
+    result: DayResult,
+) -> None:
+    """End of a pass: the day is done if it is final, else it is left open for a re-read."""
+    assert job.pass_started_at is not None
+    today = today_sao_paulo(now)
+    result.final = is_day_final(day, job.pass_started_at, margin)
     with db.begin() as conn:
+        if result.final:
+            done = day >= job.last_day(today)
+            conn.execute(
+                sa.text(
+                    f"UPDATE {db.table(JOBS)} SET "
+                    "last_completed_date = greatest(coalesce(last_completed_date, :day), :day), "
+                    "processing_date = NULL, cursor_updated_at = NULL, cursor_id = NULL, "
+                    "pass_started_at = NULL, next_pass_at = NULL, "
+                    "status = CASE WHEN :done THEN 'completed' ELSE status END, "
+                    "completed_at = CASE WHEN :done THEN now() ELSE completed_at END, "
+                    "updated_at = now() WHERE id = :id AND status = 'running'"
+                ),
+                {"day": day, "done": done, "id": job.id},
+            )
+            return
+        # Everything updated before (pass start - margin) was committed before the pass
+        # began, so this pass read it; the next one starts there, overlapping this one.
+        reread_from = max(job.pass_started_at - margin, day_bounds(day)[0])
+        result.next_pass_at = now + reread_every
         conn.execute(
             sa.text(
-                f"UPDATE {db.table(JOBS)} SET "
-                "last_completed_date = greatest(coalesce(last_completed_date, :day), :day), "
-                "processing_date = NULL, cursor_updated_at = NULL, cursor_id = NULL, "
-                "status = CASE WHEN :done THEN 'completed' ELSE status END, "
-                "completed_at = CASE WHEN :done THEN now() ELSE completed_at END, "
-                "updated_at = now() WHERE id = :id AND status = 'running'"
+                f"UPDATE {db.table(JOBS)} SET cursor_updated_at = :since, cursor_id = NULL, "
+                "pass_started_at = NULL, next_pass_at = :next, updated_at = now() "
+                "WHERE id = :id AND status = 'running'"
             ),
-            {"day": day, "done": done, "id": job.id},
+            {"since": reread_from, "next": result.next_pass_at, "id": job.id},
         )
 
 
@@ -200,26 +272,29 @@ def export_day(
     *,
     batch_size: int = 50,
     page_size: int = 500,
-    today: dt.date | None = None,
+    now: dt.datetime | None = None,
+    margin: dt.timedelta = FINAL_MARGIN,
+    reread_every: dt.timedelta = REREAD_EVERY,
     run_id: str | None = None,
     progress: Callable[[DayResult], None] | None = None,
 ) -> DayResult:
-    """Export the leads of ``day`` for job ``job_id``, resuming from its recorded position.
+    """One pass over the leads of ``day`` for job ``job_id``, resuming from its recorded
+    position; ``now`` (default: the clock) is when the pass starts.
 
     ``mapping`` must already be validated against both column lists (the schema check).
-    Returns when the day is done or the job was paused; raises ``ExportAborted`` (job marked
-    failed) when it cannot go on.
+    Returns when the pass is done (``result.final``: the day too) or the job was paused;
+    raises ``ExportAborted`` (job marked failed) when it cannot go on.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     started = time.monotonic()
-    today = today or today_sao_paulo()
+    now = now or now_sao_paulo()
     result = DayResult(day=day, job_id=job_id)
     job = get_job(db, job_id)
     if job.status == "paused":
         result.paused = True
         return result
-    job = _start_day(db, job, day, today, run_id)
+    job = _start_day(db, job, day, now, run_id)
     after = job.cursor if job.processing_date == day else None
     counter = [0]
     try:
@@ -262,7 +337,7 @@ def export_day(
         ) from None
     finally:
         result.seconds = time.monotonic() - started
-    _finish_day(db, job, day, today)
+    _finish_day(db, job, day, now, margin, reread_every, result)
     return result
 
 
@@ -274,15 +349,17 @@ def export_job(
     source_columns: Mapping[str, str],
     destination_columns: Mapping[str, str],
     *,
-    today: dt.date | None = None,
+    now: dt.datetime | None = None,
     **kwargs: Any,
 ) -> list[DayResult]:
-    """Every remaining day of a job in one process, in order, until done or paused.
+    """Every remaining day of a job in one process, in order, until done, paused, or at a
+    day that is not final yet (its next pass is due later: call again then).
 
     The Dagster layer runs the same days as one partition run each (driven by a sensor);
     this loop is for the benchmark and for tests of a whole period.
     """
-    today = today or today_sao_paulo()
+    now = now or now_sao_paulo()
+    today = today_sao_paulo(now)
     results: list[DayResult] = []
     while True:
         job = get_job(db, job_id)
@@ -292,10 +369,12 @@ def export_job(
         if day is None:
             complete_job(db, job_id)
             return results
+        if job.next_pass_at is not None and job.next_pass_at > now:
+            return results
         result = export_day(
             db, client, job_id, day, mapping, source_columns, destination_columns,
-            today=today, **kwargs,
+            now=now, **kwargs,
         )  # fmt: skip
         results.append(result)
-        if result.paused:
+        if result.paused or not result.final:
             return results

@@ -10,7 +10,13 @@ which days are done. The actions users take on a job:
 - **reset**: progress, counts and the job's error rows cleared, back to ``pending``.
 
 Resume and reset bump ``generation`` so the driver sensor's run keys are new again.
-A job without ``end_date`` runs up to today (São Paulo) and then completes.
+A job started without ``end_date`` covers up to the day it was started (São Paulo), stored
+as its ``end_date``; like every day, that one is done only once it is final (source.py), so
+the job completes a little after that day has ended.
+
+A day stays ``processing_date`` across passes until it is final: ``pass_started_at`` is the
+start of the pass under way, ``next_pass_at`` when the next pass of a day not final yet is
+due, and the cursor of a day between passes is ``(instant, None)``: re-read from there.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..lib.db import Database
-from .source import Keyset
+from .source import Keyset, today_sao_paulo
 
 JOBS = "gestao_scouter_export_jobs"
 ERRORS = "gestao_scouter_export_errors"
@@ -54,6 +60,8 @@ class ExportJob:
     origin: str
     last_error: str | None
     started_at: dt.datetime | None
+    pass_started_at: dt.datetime | None = None
+    next_pass_at: dt.datetime | None = None
 
     def last_day(self, today: dt.date) -> dt.date:
         return min(self.end_date, today) if self.end_date else today
@@ -76,7 +84,7 @@ def _job(row: sa.Row) -> ExportJob:
         Keyset(m["cursor_updated_at"], m["cursor_id"])
         if m["cursor_updated_at"] is not None
         else None
-    )
+    )  # cursor_id None: a re-read from cursor_updated_at on
     return ExportJob(
         id=m["id"],
         status=m["status"],
@@ -95,6 +103,8 @@ def _job(row: sa.Row) -> ExportJob:
         origin=m["origin"],
         last_error=m["last_error"],
         started_at=m["started_at"],
+        pass_started_at=m["pass_started_at"],
+        next_pass_at=m["next_pass_at"],
     )
 
 
@@ -134,8 +144,12 @@ def create_job(
     field_mappings: Mapping[str, Any],
     *,
     origin: str = "control",
+    today: dt.date | None = None,
 ) -> ExportJob:
-    if end_date is not None and end_date < start_date:
+    """A job for [start_date, end_date]; no end_date: up to ``today`` (São Paulo)."""
+    if end_date is None:
+        end_date = today or today_sao_paulo()
+    if end_date < start_date:
         raise JobStateError(f"end_date {end_date} is before start_date {start_date}")
     with db.begin() as conn:
         row = conn.execute(
@@ -198,7 +212,7 @@ def resume_job(db: Database, job_id: int) -> ExportJob:
     return _transition(
         db, job_id, ("paused", "failed"), "resume",
         "status = 'running', pause_reason = NULL, paused_at = NULL, last_error = NULL, "
-        "generation = generation + 1",
+        "next_pass_at = NULL, generation = generation + 1",
     )  # fmt: skip
 
 
@@ -215,7 +229,7 @@ def reset_job(db: Database, job_id: int) -> ExportJob:
                 "last_completed_date = NULL, total_leads = 0, exported_leads = 0, error_leads = 0, "
                 "skipped_leads = 0, cursor_updated_at = NULL, cursor_id = NULL, pause_reason = NULL, "
                 "last_error = NULL, started_at = NULL, paused_at = NULL, completed_at = NULL, "
-                "generation = generation + 1, updated_at = now() WHERE id = :id RETURNING *"
+                "pass_started_at = NULL, next_pass_at = NULL, generation = generation + 1, updated_at = now() WHERE id = :id RETURNING *"
             ),
             {"id": job_id},
         ).one()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,10 +48,18 @@ MARKER_COLUMNS: dict[str, str] = {
     "sync_status": "text",
     "last_sync_at": "timestamp with time zone",
 }
-# Personal fields masked in error snapshots (never stored in clear outside the two apps).
+# Personal fields masked in error rows (never stored in clear outside the two apps), by
+# their source and their destination names.
 PERSONAL_SOURCE_COLUMNS = frozenset(
-    {"name", "celular", "telefone_trabalho", "telefone_casa", "address", "photo_url", "raw"}
-)
+    {
+        "name", "nome_modelo", "celular", "telefone_trabalho", "telefone_casa", "address",
+        "photo_url", "raw",
+    }
+)  # fmt: skip
+PERSONAL_DESTINATION_COLUMNS = frozenset({"nome", "foto", "telefone", "email"})
+_NAME_COLUMNS = ("name", "nome", "nome_modelo")
+# Shorter values are not worth masking inside free text (they would mangle ordinary words).
+_MIN_MASKED_LENGTH = 3
 _TEXT_FORMATS = ("text", "character varying", "character", "varchar", "citext")
 
 
@@ -149,7 +158,12 @@ def _json_value(value: Any, dest_format: str) -> Any:
     return value
 
 
-def _first_present(row: Mapping[str, Any], sources: tuple[str, ...]) -> Any:
+def _source_value(row: Mapping[str, Any], sources: tuple[str, ...]) -> Any:
+    """One source column: its value as it is ("" and "  " included). A list of them (the
+    mapping's "first non-empty", e.g. telefone): the first that is neither NULL nor blank,
+    else NULL."""
+    if len(sources) == 1:
+        return row.get(sources[0])
     for source in sources:
         value = row.get(source)
         if value is not None and not (isinstance(value, str) and not value.strip()):
@@ -165,7 +179,7 @@ def to_destination(
 ) -> dict[str, Any]:
     """One lead as the JSON object PostgREST receives (same keys for every lead)."""
     payload = {
-        dest: _json_value(_first_present(row, sources), destination.get(dest, "text"))
+        dest: _json_value(_source_value(row, sources), destination.get(dest, "text"))
         for dest, sources in mapping.columns.items()
     }
     payload["sync_source"] = EXPORT_MARKER
@@ -174,22 +188,68 @@ def to_destination(
     return payload
 
 
+def _is_personal(key: str) -> bool:
+    return key in PERSONAL_SOURCE_COLUMNS or key in PERSONAL_DESTINATION_COLUMNS
+
+
+def _masked(key: str, value: Any) -> str:
+    text = str(value)
+    if key.startswith(("celular", "telefone")):
+        return mask_phone(text)
+    if key == "email":
+        return mask_email(text)
+    if key in _NAME_COLUMNS:
+        return text[:1] + MASK
+    return MASK
+
+
 def masked_snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
     """A lead as stored with an export error: personal fields masked, the rest as JSON."""
     snapshot: dict[str, Any] = {}
     for key, value in row.items():
         if value is None:
             snapshot[key] = None
-        elif key in PERSONAL_SOURCE_COLUMNS or key in ("nome", "foto", "telefone", "email"):
-            text = str(value)
-            if key.startswith(("celular", "telefone")):
-                snapshot[key] = mask_phone(text)
-            elif key == "email":
-                snapshot[key] = mask_email(text)
-            elif key in ("name", "nome"):
-                snapshot[key] = text[:1] + MASK
-            else:
-                snapshot[key] = MASK
+        elif _is_personal(key):
+            snapshot[key] = _masked(key, value)
         else:
             snapshot[key] = _json_value(value, "")
     return snapshot
+
+
+def mask_personal_values(text: str, *records: Mapping[str, Any]) -> str:
+    """``text`` (an error message or body PostgREST built, which echoes rejected values) with
+    each personal value of ``records`` (the lead, the payload sent) replaced by its masked
+    form, the same one ``masked_snapshot`` stores. Values are also matched as they appear
+    inside a JSON string (escaped quotes, ``\\uXXXX``)."""
+    replacements: dict[str, str] = {}
+    for record in records:
+        for key, value in record.items():
+            if value is None or not _is_personal(key):
+                continue
+            if isinstance(value, dict | list):
+                # raw (jsonb): its texts one by one, as they could be echoed.
+                parts = _texts_in(value)
+            else:
+                parts = [str(value)]
+            for part in parts:
+                if len(part.strip()) < _MIN_MASKED_LENGTH:
+                    continue
+                masked = _masked(key, part)
+                for form in (
+                    part,
+                    json.dumps(part, ensure_ascii=False)[1:-1],
+                    json.dumps(part)[1:-1],
+                ):
+                    replacements.setdefault(form, masked)
+    # Longest first: a full name before the first name it contains.
+    for clear in sorted(replacements, key=len, reverse=True):
+        text = text.replace(clear, replacements[clear])
+    return text
+
+
+def _texts_in(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts_in(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts_in(v)]
+    return [value] if isinstance(value, str) else []

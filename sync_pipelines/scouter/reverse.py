@@ -9,7 +9,9 @@ Loop prevention (contracts/scouter.md), with the marker read where it is written
   again in TabuladorMax;
 - a TabuladorMax row at least as new (``updated_at >=``) is never overwritten.
 
-The cursor (destination ``updated_at``, ``id``) is committed with the rows of its page.
+The cursor (destination ``updated_at``, ``id``) is committed with the rows of its page; pages
+follow until one comes back empty (a reply shorter than the limit may only be the server's
+row cap).
 """
 
 from __future__ import annotations
@@ -149,6 +151,6 @@ def reverse_sync(
                 },
             )
         after = (last["updated_at"], int(last["id"]))
-        if len(rows) < page_size:
-            break
+        # A short page is not the end: PostgREST caps a reply at its "max rows" whatever the
+        # limit asks, and says nothing about it. Only an empty page is.
     return result

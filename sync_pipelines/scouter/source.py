@@ -5,6 +5,16 @@ zoneinfo). Pages follow a keyset on ``(updated_at, id)``: each page starts stric
 last row of the previous one, so a day with any number of updated leads is read once, in
 order, without OFFSET and without the "first 100 of the day again" loop of today's exporter.
 Each page is its own short read, so an export never holds a transaction open across HTTP calls.
+
+When is a day's read complete? ``updated_at`` defaults to ``now()``, the start of the
+writing transaction, so a row becomes visible when it commits, possibly later than rows
+with a greater ``updated_at``: a keyset that has passed its timestamp never sees it. The
+export assumes every transaction commits within ``FINAL_MARGIN`` of its ``updated_at``.
+Then a pass over a day that started at ``P`` has read every row with ``updated_at <
+P - FINAL_MARGIN``; a day is **final** once a whole pass over it started after the day ended
+in São Paulo plus the margin (``is_day_final``). Until then each pass leaves the day open,
+and the next one re-reads it from ``P - FINAL_MARGIN`` (overlapping re-reads; the upsert
+makes them idempotent), not sooner than ``REREAD_EVERY`` after the previous one.
 """
 
 from __future__ import annotations
@@ -20,6 +30,12 @@ from ..lib.db import Database, quote_ident
 
 TZ = ZoneInfo("America/Sao_Paulo")
 LEADS_TABLE = "leads"
+# How late a TabuladorMax transaction may commit after its updated_at (its start): a web
+# request or a Bitrix webhook takes seconds, a CSV import minutes; an hour is ample.
+FINAL_MARGIN = dt.timedelta(hours=1)
+# How often a day that is not final yet (today, or yesterday shortly after midnight) is
+# re-read: leads changed meanwhile reach Gestão Scouter within about this long.
+REREAD_EVERY = dt.timedelta(minutes=30)
 # Read whatever the mapping says, plus what the export itself needs: the key, the keyset and
 # the loop guard of the reverse sync.
 GUARD_COLUMNS = ("id", "updated_at", "sync_source", "last_sync_at")
@@ -31,10 +47,11 @@ class SourceSchemaError(RuntimeError):
 
 @dataclass(frozen=True)
 class Keyset:
-    """A position in the (updated_at, id) order: the last row already handled."""
+    """A position in the (updated_at, id) order: the last row already handled; with ``id``
+    None, the start of a re-read: every row from ``updated_at`` on, that instant included."""
 
     updated_at: dt.datetime
-    id: int
+    id: int | None
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -46,6 +63,22 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 def today_sao_paulo(now: dt.datetime | None = None) -> dt.date:
     return (now or dt.datetime.now(TZ)).astimezone(TZ).date()
+
+
+def now_sao_paulo() -> dt.datetime:
+    return dt.datetime.now(TZ)
+
+
+def day_final_at(day: dt.date, margin: dt.timedelta = FINAL_MARGIN) -> dt.datetime:
+    """The instant after which a pass over ``day`` that starts then reads it completely."""
+    return day_bounds(day)[1] + margin
+
+
+def is_day_final(
+    day: dt.date, pass_started_at: dt.datetime, margin: dt.timedelta = FINAL_MARGIN
+) -> bool:
+    """True when a pass over ``day`` that started at ``pass_started_at`` saw all of it."""
+    return pass_started_at >= day_final_at(day, margin)
 
 
 def source_columns(db: Database, table: str = LEADS_TABLE) -> dict[str, str]:
@@ -95,7 +128,10 @@ def read_day_page(
     select = _select_list(columns, available)
     where = "updated_at >= :start AND updated_at < :end"
     params: dict = {"start": start, "end": end, "limit": limit}
-    if after is not None:
+    if after is not None and after.id is None:
+        where += " AND updated_at >= :after_u"
+        params["after_u"] = after.updated_at
+    elif after is not None:
         where += " AND (updated_at, id) > (:after_u, :after_i)"
         params |= {"after_u": after.updated_at, "after_i": after.id}
     sql = (

@@ -75,8 +75,12 @@ def test_openapi_root_lists_real_columns_and_new_ones_only_after_a_reload(client
     assert "cor" not in client.columns()
     with pytest.raises(PostgrestError):
         client.upsert_leads([lead(1, cor="azul")])
+    reloads = sim.schema_reloads
     with sim.engine.begin() as conn:
         conn.execute(sa.text("NOTIFY pgrst, 'reload schema'"))
+    # PostgREST reloads its cache asynchronously after the NOTIFY: wait for that reload
+    # (the condition itself), then the new column is there.
+    sim.wait_for_schema_reload(reloads)
     assert client.columns()["cor"] == "text"
     client.upsert_leads([lead(1, cor="azul")])
     assert dest_rows(sim)[1]["cor"] == "azul"

@@ -5,6 +5,7 @@ service key nor personal data reaches the event log."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from dagster import DagsterInstance, build_sensor_context
@@ -12,10 +13,13 @@ from dagster import DagsterInstance, build_sensor_context
 from sync_pipelines.definitions import defs
 from sync_pipelines.resources import DatabaseResource
 from sync_pipelines.sandbox.postgrest_sim import SANDBOX_SERVICE_KEY
+from sync_pipelines.sandbox.scouter_data import insert_leads, make_lead
 from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.defs import gestao_scouter_export_driver
+from sync_pipelines.scouter.source import TZ
+from sync_pipelines_tests.clock import pinned_clock
 
-from .conftest import DAY, seed_day
+from .conftest import DAY, dest_rows, seed_day
 
 
 @pytest.fixture
@@ -112,3 +116,98 @@ def test_control_job_and_driver_sensor_walk_a_period_to_completion(env, sim, ins
     done = jobs.get_job(env, job_row.id)
     assert done.status == "completed" and done.exported_leads == 90
     assert set(sim.written.values()) == {1}
+
+
+def _drive(instance) -> list:
+    """One tick of the driver sensor, then each run it asked for; returns the requests."""
+    resources = {"tabuladormax_db": DatabaseResource(role="tabuladormax")}
+    with build_sensor_context(instance=instance, resources=resources) as ctx:
+        outcome = gestao_scouter_export_driver(ctx)
+    requests = getattr(outcome, "run_requests", None) or []
+    for request in requests:
+        day = dt.date.fromisoformat(request.partition_key)
+        assert _run(instance, day, request.run_config, request.tags).success
+    return requests
+
+
+def _control(instance, **config) -> None:
+    control = defs.resolve_job_def("gestao_scouter_export_control")
+    assert control.execute_in_process(
+        run_config={"ops": {"export_job_control": {"config": config}}}, instance=instance
+    ).success
+
+
+def test_a_lead_updated_at_2350_on_new_years_eve_is_exported_after_the_day_ended(
+    env, sim, instance
+):
+    eve = dt.date(2026, 12, 31)
+    seed_day(env, eve, 10)
+
+    def at(day, hour, minute=0):
+        return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=TZ)
+
+    with pinned_clock(at(eve, 23, 30)):
+        _control(instance, action="start", start_date=eve.isoformat())  # up to today
+        assert [r.partition_key for r in _drive(instance)] == [eve.isoformat()]
+    [job_row] = jobs.list_jobs(env)
+    assert job_row.end_date == eve and jobs.get_job(env, job_row.id).status == "running"
+    late = make_lead(500, at(eve, 23, 50), random.Random(5))
+    insert_leads(env, [late])
+    with pinned_clock(at(eve, 23, 40)):
+        assert _drive(instance) == []  # the next pass is not due yet
+    new_year = eve + dt.timedelta(days=1)
+    with pinned_clock(at(new_year, 0, 30)):
+        assert [r.partition_key for r in _drive(instance)] == [eve.isoformat()]
+    assert 500 in dest_rows(sim)
+    assert jobs.get_job(env, job_row.id).status == "running"  # 00:30: not final yet
+    with pinned_clock(at(new_year, 1, 35)):
+        assert [r.partition_key for r in _drive(instance)] == [eve.isoformat()]
+    done = jobs.get_job(env, job_row.id)
+    assert done.status == "completed" and done.last_completed_date == eve
+    assert len(dest_rows(sim)) == 11
+
+
+def test_a_reset_or_resumed_one_day_job_is_run_by_the_driver_sensor(env, sim, instance):
+    seed_day(env, DAY, 30)
+    assert _run(instance, DAY).success  # a partition run: it gets a one-day job of its own
+    [job_row] = jobs.list_jobs(env)
+    assert job_row.origin == "partition_run"
+    sim.reset()
+    _control(instance, action="reset", job_id=job_row.id)
+    assert [r.partition_key for r in _drive(instance)] == [DAY.isoformat()]
+    assert jobs.get_job(env, job_row.id).status == "completed"
+    assert len(sim.written) == 30
+
+    with env.begin() as conn:  # as if an outage had stopped it mid-day
+        conn.exec_driver_sql(
+            "UPDATE gestao_scouter_export_jobs SET status = 'failed', processing_date = "
+            f"last_completed_date, last_completed_date = NULL WHERE id = {job_row.id}"
+        )
+    _control(instance, action="resume", job_id=job_row.id)
+    assert [r.partition_key for r in _drive(instance)] == [DAY.isoformat()]
+    assert jobs.get_job(env, job_row.id).status == "completed"
+
+
+def test_a_paused_export_run_fails_saying_so_and_does_not_materialize_the_day(env, sim, instance):
+    seed_day(env, DAY, 60)
+    _control(instance, action="start", start_date=DAY.isoformat(), end_date=DAY.isoformat())
+    [job_row] = jobs.list_jobs(env)
+    _control(instance, action="pause", job_id=job_row.id, reason="janela de manutenção")
+    config = {"config": {"job_id": job_row.id}}
+    result = _run(
+        instance,
+        DAY,
+        {
+            "ops": {
+                "gestao_scouter__schema_validation": config,
+                "gestao_scouter__leads_export": config,
+            }
+        },
+    )
+    assert not result.success
+    assert not result.asset_materializations_for_node("gestao_scouter__leads_export")
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert "paused" in message and "janela de manutenção" in message and "resume" in message
+    assert sim.written == {}
+    assert _drive(instance) == []  # a paused job is not relaunched

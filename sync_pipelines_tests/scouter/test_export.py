@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.export import ExportAborted, export_day, export_job
 from sync_pipelines.scouter.mapping import resolve_mapping
-from sync_pipelines.scouter.source import source_columns
+from sync_pipelines.scouter.source import TZ, source_columns
 
 from .conftest import DAY, dest_rows, seed_day
 
-TODAY = DAY + dt.timedelta(days=10)
+# Long after every exported day: each one is final (ended in São Paulo, plus the margin).
+NOW = dt.datetime.combine(DAY + dt.timedelta(days=10), dt.time(12), tzinfo=TZ)
 
 
 def _ctx(source_db, client):
@@ -36,7 +37,7 @@ def _errors(db) -> list[dict]:
 def test_a_day_with_1000_updated_leads_exports_each_of_them_once(source_db, client, sim):
     leads = seed_day(source_db, DAY, 1000)
     job = jobs.create_job(source_db, DAY, DAY, {})
-    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), today=TODAY)
+    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), now=NOW)
     assert (result.read, result.exported, result.errors) == (1000, 1000, 0)
     assert result.requests == 20  # 1000 / 50
     assert set(sim.written) == {lead["id"] for lead in leads}
@@ -51,7 +52,7 @@ def test_one_invalid_lead_becomes_one_error_row_and_the_other_49_are_exported(
 ):
     seed_day(source_db, DAY, 50, first_id=1, bad={17: "number"})
     job = jobs.create_job(source_db, DAY, DAY, {})
-    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), today=TODAY)
+    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), now=NOW)
     assert (result.exported, result.errors) == (49, 1)
     assert set(dest_rows(sim)) == set(range(1, 51)) - {17}
     [error] = _errors(source_db)
@@ -79,9 +80,7 @@ def test_pause_mid_period_then_resume_skips_no_lead_and_sends_none_twice(source_
             jobs.pause_job(source_db, job.id, "maintenance window")
 
     ctx = _ctx(source_db, client)
-    first = export_job(
-        source_db, client, job.id, *ctx, today=TODAY, progress=pause_after_four_batches
-    )
+    first = export_job(source_db, client, job.id, *ctx, now=NOW, progress=pause_after_four_batches)
     paused = jobs.get_job(source_db, job.id)
     assert first[-1].paused and paused.status == "paused"
     assert paused.pause_reason == "maintenance window"
@@ -90,7 +89,7 @@ def test_pause_mid_period_then_resume_skips_no_lead_and_sends_none_twice(source_
     assert len(sim.written) == 170
 
     jobs.resume_job(source_db, job.id)
-    export_job(source_db, client, job.id, *ctx, today=TODAY)
+    export_job(source_db, client, job.id, *ctx, now=NOW)
     done = jobs.get_job(source_db, job.id)
     assert done.status == "completed" and done.exported_leads == 360
     assert set(sim.written) == ids
@@ -100,28 +99,37 @@ def test_pause_mid_period_then_resume_skips_no_lead_and_sends_none_twice(source_
 def test_reset_clears_progress_and_errors_and_starts_the_period_over(source_db, client, sim):
     seed_day(source_db, DAY, 10, first_id=1, bad={3: "time"})
     job = jobs.create_job(source_db, DAY, DAY, {})
-    export_job(source_db, client, job.id, *_ctx(source_db, client), today=TODAY)
+    export_job(source_db, client, job.id, *_ctx(source_db, client), now=NOW)
     with pytest.raises(jobs.JobStateError):
         jobs.pause_job(source_db, job.id)  # completed: nothing to pause
     reset = jobs.reset_job(source_db, job.id)
     assert (reset.status, reset.exported_leads, reset.error_leads) == ("pending", 0, 0)
     assert reset.last_completed_date is None and reset.generation == 1
     assert _errors(source_db) == []
-    export_job(source_db, client, job.id, *_ctx(source_db, client), today=TODAY)
+    export_job(source_db, client, job.id, *_ctx(source_db, client), now=NOW)
     again = jobs.get_job(source_db, job.id)
     assert (again.status, again.exported_leads, again.error_leads) == ("completed", 9, 1)
 
 
-def test_a_job_without_end_date_exports_up_to_today_and_completes(source_db, client, sim):
+def test_a_job_without_end_date_covers_up_to_its_start_day_and_completes_once_that_is_final(
+    source_db, client, sim
+):
+    last = DAY + dt.timedelta(days=2)
     seed_day(source_db, DAY, 5, first_id=1)
-    seed_day(source_db, DAY + dt.timedelta(days=2), 5, first_id=100)
-    job = jobs.create_job(source_db, DAY, None, {})
-    results = export_job(
-        source_db, client, job.id, *_ctx(source_db, client), today=DAY + dt.timedelta(days=2)
-    )
-    assert [r.day for r in results] == [DAY + dt.timedelta(days=n) for n in range(3)]
+    seed_day(source_db, last, 5, first_id=100)
+    job = jobs.create_job(source_db, DAY, None, {}, today=last)
+    assert job.end_date == last
+    afternoon = dt.datetime.combine(last, dt.time(15), tzinfo=TZ)
+    results = export_job(source_db, client, job.id, *_ctx(source_db, client), now=afternoon)
+    assert [(r.day, r.final) for r in results] == [
+        (DAY, True), (DAY + dt.timedelta(days=1), True), (last, False)
+    ]  # fmt: skip
+    assert jobs.get_job(source_db, job.id).status == "running"
+    after = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(1, 30), tzinfo=TZ)
+    export_job(source_db, client, job.id, *_ctx(source_db, client), now=after)
     done = jobs.get_job(source_db, job.id)
-    assert done.status == "completed" and done.exported_leads == 10
+    assert done.status == "completed" and done.last_completed_date == last
+    assert set(dest_rows(sim)) == set(range(1, 6)) | set(range(100, 105))
 
 
 def test_an_outage_fails_the_job_and_resume_continues_after_the_last_batch(source_db, client, sim):
@@ -134,13 +142,13 @@ def test_an_outage_fails_the_job_and_resume_continues_after_the_last_batch(sourc
             sim.set_faults(outage="503")
 
     with pytest.raises(ExportAborted, match="resumes from its last batch"):
-        export_day(source_db, client, job.id, DAY, *ctx, today=TODAY, progress=outage_after_two)
+        export_day(source_db, client, job.id, DAY, *ctx, now=NOW, progress=outage_after_two)
     failed = jobs.get_job(source_db, job.id)
     assert failed.status == "failed" and "503" in failed.last_error
     assert failed.exported_leads == 100 and failed.cursor is not None
     sim.clear_faults()
     jobs.resume_job(source_db, job.id)
-    export_job(source_db, client, job.id, *ctx, today=TODAY)
+    export_job(source_db, client, job.id, *ctx, now=NOW)
     assert jobs.get_job(source_db, job.id).exported_leads == 200
     assert set(sim.written.values()) == {1} and len(sim.written) == 200
 
@@ -153,7 +161,7 @@ def test_an_unknown_destination_column_stops_the_day_with_what_to_fix(source_db,
         conn.exec_driver_sql(f"ALTER TABLE {sim.table} DROP COLUMN etapa")
     sim.reload_schema()
     with pytest.raises(ExportAborted, match="etapa"):
-        export_day(source_db, client, job.id, DAY, mapping, src, dst, today=TODAY)
+        export_day(source_db, client, job.id, DAY, mapping, src, dst, now=NOW)
     assert jobs.get_job(source_db, job.id).status == "failed"
 
 
@@ -169,7 +177,7 @@ def test_rows_written_by_the_reverse_sync_are_skipped_unless_changed_again(sourc
             "last_sync_at = updated_at - interval '1 minute' WHERE id = 2"
         )
     job = jobs.create_job(source_db, DAY, DAY, {})
-    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), today=TODAY)
+    result = export_day(source_db, client, job.id, DAY, *_ctx(source_db, client), now=NOW)
     assert (result.exported, result.skipped) == (2, 1)
     assert set(dest_rows(sim)) == {2, 3}
     assert {r["sync_source"] for r in dest_rows(sim).values()} == {"tabuladormax"}

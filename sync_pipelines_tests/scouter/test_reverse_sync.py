@@ -11,7 +11,7 @@ from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.export import export_job
 from sync_pipelines.scouter.mapping import resolve_mapping
 from sync_pipelines.scouter.reverse import reverse_sync
-from sync_pipelines.scouter.source import source_columns, today_sao_paulo
+from sync_pipelines.scouter.source import TZ, source_columns, today_sao_paulo
 
 from .conftest import DAY, seed_day
 
@@ -21,7 +21,8 @@ def _cycle(db, client, today):
     mapping = resolve_mapping()
     result = reverse_sync(db, client, mapping)
     job = jobs.create_job(db, DAY, today, {})
-    export_job(db, client, job.id, mapping, source_columns(db), client.columns(), today=today)
+    after_today = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(2), tzinfo=TZ)
+    export_job(db, client, job.id, mapping, source_columns(db), client.columns(), now=after_today)
     return result
 
 
@@ -75,3 +76,22 @@ def test_three_cycles_change_each_side_at_most_once(source_db, client, sim):
     export_job(source_db, client, job.id, mapping, source_columns(source_db), client.columns())
     assert sim.written[4] == 1
     assert reverse_sync(source_db, client, resolve_mapping()).written == 0
+
+
+def test_a_page_cut_short_by_the_servers_max_rows_is_not_taken_for_the_end(source_db, client, sim):
+    seed_day(source_db, DAY, 7, first_id=1)
+    with sim.engine.begin() as conn:
+        for lead_id in range(1, 8):
+            conn.exec_driver_sql(
+                f"INSERT INTO {sim.table} (id, etapa, sync_source, updated_at) VALUES "
+                f"({lead_id}, 'Aprovado', 'gestao_scouter', '2024-11-06T12:00:0{lead_id}-03:00')"
+            )
+    sim.max_rows = 3  # Supabase's "Max rows": fewer than the page size asked for
+    sim.paging_headers = False
+    result = reverse_sync(source_db, client, resolve_mapping(), page_size=5)
+    assert result.written == 7
+    with source_db.connect() as conn:
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM leads WHERE etapa = 'Aprovado'").scalar_one()
+            == 7
+        )

@@ -17,12 +17,13 @@ from sync_pipelines.scouter import defs as scouter_defs
 from sync_pipelines.scouter import jobs
 from sync_pipelines.scouter.export import export_day, export_job
 from sync_pipelines.scouter.mapping import resolve_mapping
-from sync_pipelines.scouter.source import source_columns
+from sync_pipelines.scouter.source import TZ, source_columns
 from sync_pipelines.scouter.stuck import fail_stuck_job, stuck_jobs
 
 from .conftest import DAY, seed_day
 
-TODAY = DAY + dt.timedelta(days=10)
+# Long after every exported day: each one is final (ended in São Paulo, plus the margin).
+NOW = dt.datetime.combine(DAY + dt.timedelta(days=10), dt.time(12), tzinfo=TZ)
 ADMIN = SANDBOX_ADMIN_IDS[0]
 HOUR = dt.timedelta(hours=1)
 
@@ -75,13 +76,13 @@ def frozen_mid_period(db, client) -> tuple[jobs.ExportJob, set[int], set[int]]:
     ]
     job = jobs.create_job(db, days[0], days[-1], {})
     ctx = resolve_mapping(), source_columns(db), client.columns()
-    export_day(db, client, job.id, days[0], *ctx, today=TODAY, batch_size=20)
+    export_day(db, client, job.id, days[0], *ctx, now=NOW, batch_size=20)
 
     def freeze_after_first_batch(result):
         jobs.pause_job(db, job.id)  # stops the loop here; `age` puts it back to 'running'
 
     export_day(
-        db, client, job.id, days[1], *ctx, today=TODAY, batch_size=20,
+        db, client, job.id, days[1], *ctx, now=NOW, batch_size=20,
         progress=freeze_after_first_batch,
     )  # fmt: skip
     age(db, job.id, 61)
@@ -117,7 +118,7 @@ def test_frozen_job_is_flagged_failed_announced_once_and_resumes_without_resendi
 
         jobs.resume_job(env, job.id)
         ctx = resolve_mapping(), source_columns(env), client.columns()
-        export_job(env, client, job.id, *ctx, today=TODAY, batch_size=20)
+        export_job(env, client, job.id, *ctx, now=NOW, batch_size=20)
         done = jobs.get_job(env, job.id)
         assert done.status == "completed" and done.exported_leads == len(every_lead)
         assert set(sim.written) == every_lead
@@ -170,7 +171,7 @@ def test_a_run_still_alive_stops_at_its_next_batch_once_the_job_is_failed(env, c
             fail_stuck_job(env, jobs.get_job(env, job.id), HOUR)
 
     result = export_day(
-        env, client, job.id, DAY, *ctx, today=TODAY, batch_size=25, progress=flagged_by_the_guard
+        env, client, job.id, DAY, *ctx, now=NOW, batch_size=25, progress=flagged_by_the_guard
     )
     assert result.batches == 1 and len(sim.written) == 25
     assert jobs.job_status(env, job.id) == "failed"

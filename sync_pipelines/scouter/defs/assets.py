@@ -111,7 +111,8 @@ def schema_validation(
     owners=["team:data-platform"],
     description=(
         "TabuladorMax leads whose updated_at falls in the partition's day (America/Sao_Paulo), "
-        "upserted into Gestão Scouter in batches; failed leads in gestao_scouter_export_errors, "
+        "upserted into Gestão Scouter in batches; a day is final once it ended plus a margin "
+        "(until then the driver sensor re-reads it); failed leads in gestao_scouter_export_errors, "
         "progress in gestao_scouter_export_jobs (pause/resume/reset: gestao_scouter_export_control)."
     ),
 )
@@ -158,10 +159,32 @@ def leads_export(
             raise Failure(f"export job {job_row.id}, {day}: {exc}") from None
         stats = client.stats
     after = export_jobs.get_job(db, job_row.id)
+    if result.paused:
+        # Not a materialization: the day is not exported. Failing the run (rather than a
+        # SUCCESS without materialization) keeps the partition visibly unfinished in the UI
+        # and in the run list; run retries skip op failures (dagster.yaml), and the driver
+        # does not relaunch a paused job, so nothing repeats until someone resumes it.
+        why = after.pause_reason or after.last_error or "no reason given"
+        raise Failure(
+            f"export job {job_row.id} is {after.status} ({why}): {day} stopped after "
+            f"{result.exported} leads of this run and is NOT finished; resume the job "
+            f"(gestao_scouter_export_control, action resume, job_id {job_row.id}) to go on",
+            metadata={
+                "export_job_id": MetadataValue.int(job_row.id),
+                "job_status": MetadataValue.text(after.status),
+                "leads_exported": MetadataValue.int(result.exported),
+                "leads_failed": MetadataValue.int(result.errors),
+            },
+        )
     context.log.info(
         f"{day}: job {job_row.id} {after.status}; {result.exported} exported, "
-        f"{result.errors} errors, {result.skipped} skipped"
-        + (" (paused: resume the job to continue this day)" if result.paused else "")
+        f"{result.errors} errors, {result.skipped} skipped; "
+        + (
+            "day final"
+            if result.final
+            else "day not final yet (it ends in São Paulo plus a margin): the driver sensor "
+            f"re-reads it from {result.next_pass_at:%Y-%m-%d %H:%M} on"
+        )
     )
     preview = (
         "| job | day | status | read | exported | errors | skipped | requests |\n"
@@ -180,7 +203,10 @@ def leads_export(
             "batches": MetadataValue.int(result.batches),
             "upsert_requests": MetadataValue.int(result.requests),
             "http_retries": MetadataValue.int(stats.get("retries", 0)),
-            "paused": MetadataValue.bool(result.paused),
+            "day_final": MetadataValue.bool(result.final),
+            "next_pass_at": MetadataValue.text(
+                result.next_pass_at.isoformat() if result.next_pass_at else "-"
+            ),
             "duration_s": MetadataValue.float(round(result.seconds, 3)),
             "summary": MetadataValue.md(preview),
         }

@@ -29,10 +29,10 @@ from ...resources import DatabaseResource
 from .. import jobs as export_jobs
 from ..client import GestaoScouterClient, settings_from_env
 from ..reverse import reverse_sync
-from ..source import today_sao_paulo
+from ..source import now_sao_paulo
 from ..stuck import stuck_after_from_env, stuck_job_marks
 from .assets import flagged_jobs, gestao_scouter_export, no_stuck_export_jobs
-from .partitions import TZ
+from .partitions import EXPORT_KEY, TZ
 from .resources import GestaoScouterResource, mapping_for
 
 JOB_TAG = "gestao_scouter/export_job"
@@ -57,23 +57,38 @@ def _run_in_progress(instance: DagsterInstance, **filters) -> bool:
     return bool(instance.get_runs(RunsFilter(statuses=_UNFINISHED, **filters), limit=1))
 
 
+def _day_run_in_progress(instance: DagsterInstance, day: str) -> bool:
+    """Whether an export run of ``day`` is unfinished, however it was launched (this sensor,
+    a UI materialization, a backfill): a partition run's own job row has no job tag."""
+    runs = instance.get_runs(
+        RunsFilter(statuses=_UNFINISHED, tags={"dagster/partition": day}), limit=50
+    )
+    return any(
+        run.job_name == gestao_scouter_export.name
+        or (run.asset_selection and EXPORT_KEY in run.asset_selection)
+        for run in runs
+    )
+
+
 @sensor(
     job=gestao_scouter_export,
     minimum_interval_seconds=30,
     # Users start exports from the control job and expect them to run: a stopped driver
     # would leave every job pending. With no active job a tick is one small SELECT.
     default_status=DefaultSensorStatus.RUNNING,
-    description="Runs each active export job's next day, one run per job at a time, in order.",
+    description="Runs each active export job's next day (or the next pass of a day not final "
+    "yet), one run per job at a time, in order; one-day jobs of partition runs too.",
 )
 def gestao_scouter_export_driver(
     context: SensorEvaluationContext, tabuladormax_db: DatabaseResource
 ) -> SensorResult | SkipReason:
     db = tabuladormax_db.db
-    today = today_sao_paulo()
+    now = now_sao_paulo()
+    today = now.date()
     requests = []
+    # Both kinds: the control job's periods and the one-day jobs of partition runs (a reset
+    # or resumed one is run here like any other; an open day of one is re-read here).
     for job_row in export_jobs.list_jobs(db, export_jobs.ACTIVE):
-        if job_row.origin != "control":
-            continue
         tags = {JOB_TAG: str(job_row.id), GENERATION_TAG: str(job_row.generation)}
         if _run_in_progress(context.instance, tags={JOB_TAG: str(job_row.id)}):
             continue  # its current day is still running
@@ -81,6 +96,10 @@ def gestao_scouter_export_driver(
         if day is None:
             export_jobs.complete_job(db, job_row.id)
             context.log.info(f"export job {job_row.id} completed")
+            continue
+        if job_row.next_pass_at is not None and job_row.next_pass_at > now:
+            continue  # a day not final yet, re-read later
+        if _day_run_in_progress(context.instance, day.isoformat()):
             continue
         latest = context.instance.get_runs(RunsFilter(tags=tags), limit=1)
         if (
@@ -94,10 +113,13 @@ def gestao_scouter_export_driver(
                 db, job_row.id, f"run {latest[0].run_id} for {day} failed: see its log, fix, resume"
             )
             continue
+        # A pass of a day not final yet gets a key of its own (its due time), so the next
+        # pass of the same day is a new run.
+        pass_key = f"-{job_row.next_pass_at:%Y%m%dT%H%M%S}" if job_row.next_pass_at else ""
         config = {"config": {"job_id": job_row.id}}
         requests.append(
             RunRequest(
-                run_key=f"gs-export-{job_row.id}-g{job_row.generation}-{day.isoformat()}",
+                run_key=f"gs-export-{job_row.id}-g{job_row.generation}-{day.isoformat()}{pass_key}",
                 partition_key=day.isoformat(),
                 run_config={
                     "ops": {
@@ -109,7 +131,7 @@ def gestao_scouter_export_driver(
             )
         )
     if not requests:
-        return SkipReason("no export job has a day to run")
+        return SkipReason("no export job has a day (or a pass of an open day) due")
     return SensorResult(run_requests=requests)
 
 

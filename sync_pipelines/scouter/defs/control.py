@@ -10,7 +10,7 @@ from pydantic import Field
 from ...resources import DatabaseResource
 from .. import jobs as export_jobs
 from ..mapping import MappingError, resolve_mapping
-from ..source import source_columns
+from ..source import source_columns, today_sao_paulo
 from .resources import default_field_mappings
 
 
@@ -21,7 +21,9 @@ class ExportControlConfig(Config):
     job_id: int | None = Field(default=None, description="The job (pause/resume/reset).")
     start_date: str | None = Field(default=None, description="start: first day, YYYY-MM-DD")
     end_date: str | None = Field(
-        default=None, description="start: last day (empty: up to today, then completed)"
+        default=None,
+        description="start: last day (empty: today, São Paulo); the job completes once its "
+        "last day has ended in São Paulo plus a margin (README, Gestão Scouter)",
     )
     field_mappings: str = Field(
         default="",
@@ -55,6 +57,7 @@ def export_job_control(
                 dt.date.fromisoformat(config.start_date),
                 dt.date.fromisoformat(config.end_date) if config.end_date else None,
                 overrides,
+                today=today_sao_paulo(),
             )
         elif action in ("pause", "resume", "reset"):
             if config.job_id is None:
@@ -72,7 +75,8 @@ def export_job_control(
     context.log.info(
         f"export job {job_row.id}: {action} -> {job_row.status} "
         f"({job_row.start_date} .. {job_row.end_date or 'today'}; last completed day "
-        f"{job_row.last_completed_date or '-'}); the driver sensor runs its days"
+        f"{job_row.last_completed_date or '-'}); the driver sensor "
+        f"(gestao_scouter_export_driver) runs its days"
     )
 
 
