@@ -42,7 +42,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     status = 0
     for role in roles:
         try:
-            db = database_for_role(role)
+            db = database_for_role(role, os.environ)
         except DatabaseConfigError as exc:
             print(f"{role}: skipped: {exc}", file=sys.stderr)
             status = status or (2 if args.role else 0)
@@ -106,15 +106,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_tiny_authorize(args: argparse.Namespace) -> int:
     from .lib.db import database_for_role
-    from .tiny.client import TinyReauthorizationRequired, TokenManager, settings_from_env
+    from .tiny.client import TinyReauthorizationRequired, TokenManager, settings_from_variables
 
     code = args.code or sys.stdin.readline().strip()
     if not code:
         print("give the authorization code with --code or on standard input", file=sys.stderr)
         return 2
-    db = database_for_role("tiny")
+    db = database_for_role("tiny", os.environ)
     try:
-        TokenManager(db, settings_from_env().oauth).authorize(code)
+        TokenManager(db, settings_from_variables(os.environ).oauth).authorize(code)
     except TinyReauthorizationRequired as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,7 +80,7 @@ def add_examiner_from_args(args: argparse.Namespace) -> int:
             print("no password on standard input (use --keep-password to keep it)", file=sys.stderr)
             return 2
     try:
-        db = database_for_role("detran")
+        db = database_for_role("detran", os.environ)
     except DatabaseConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,15 +152,6 @@ class PortalSettings:
     retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(max_attempts=3, base_backoff=1.0, max_backoff=8.0)
     )
-
-    @classmethod
-    def from_env(cls) -> PortalSettings:
-        return cls(
-            base_url=os.environ.get("DETRAN_PORTAL_URL", "").strip() or DEFAULT_PORTAL_URL,
-            diagnostics_dir=Path(
-                os.environ.get("DETRAN_DIAGNOSTICS_DIR", "").strip() or ".diagnostics/detran"
-            ),
-        )
 
 
 # Text kept readable in saved pages: labels and headings say which page it was; every other

@@ -45,7 +45,7 @@ from .client import (
     SessionExpired,
     UnrecognisedPage,
 )
-from .examiners import CredentialsKeyError, Examiner
+from .examiners import KEY_VAR, CredentialsKeyError, Examiner
 from .parse import UnreadableRow
 from .sessions import SessionCache
 from .slots import SOURCE, slot_rows
@@ -90,6 +90,9 @@ class SyncOptions:
     touch_interval: dt.timedelta = dt.timedelta(hours=1)
     logout_after_run: bool = False
     holder_hint: str = ""  # e.g. the Dagster run id, shown to the run that cannot lock
+    # The key that decrypts stored passwords (DETRAN_CREDENTIALS_KEY), handed over by the
+    # caller; None: examiners.py reads it from the process environment (the CLI's case).
+    credentials_key: str | None = None
 
 
 @dataclass
@@ -190,13 +193,17 @@ class _Run:
         self.relogged = False
         self.result = SyncResult(0, examiner.usuario_id, days[0], days[-1])
 
+    def _key_env(self) -> dict[str, str] | None:
+        key = self.options.credentials_key
+        return {KEY_VAR: key} if key else None
+
     def execute(self) -> SyncResult:
         started = time.monotonic()
         self.result.run_id = self._start_run()
         fatal: str | None = None
         details: dict = {}
         try:
-            self.portal = self.portal_factory(self.examiner.credentials())
+            self.portal = self.portal_factory(self.examiner.credentials(self._key_env()))
             self._open_session()
             self._read_and_write()
         except (PortalError, HttpError, CredentialsKeyError) as exc:

@@ -17,7 +17,6 @@ Every error message goes through ``redact``: CPFs in query strings, tokens, pass
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -83,8 +82,8 @@ class HubSoftSettings:
     password: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> HubSoftSettings:
-        env = os.environ if env is None else env
+    def from_variables(cls, env: Mapping[str, str]) -> HubSoftSettings:
+        """Settings from values keyed by their variable names; names every missing one."""
         variables = {
             "base_url": "HUBSOFT_API_URL",
             "client_id": "HUBSOFT_CLIENT_ID",
@@ -99,10 +98,9 @@ class HubSoftSettings:
         return cls(**values)
 
 
-def hubsoft_enabled(env: Mapping[str, str] | None = None) -> bool:
-    """``HUBSOFT_ENABLED`` (default true): false/0/no/off turns the whole integration off."""
-    env = os.environ if env is None else env
-    value = env.get("HUBSOFT_ENABLED", "true").strip().lower()
+def hubsoft_enabled(value: str | None) -> bool:
+    """The ``HUBSOFT_ENABLED`` value (unset: true): false/0/no/off turns the integration off."""
+    value = "true" if value is None else value.strip().lower()
     return value not in ("false", "0", "no", "off", "")
 
 
@@ -375,10 +373,7 @@ class HubSoftClient:
         return HealthCheck("quick", True, latency, "", now)
 
 
-def build_client(
-    settings: HubSoftSettings | None = None, *, for_health: bool = False
-) -> HubSoftClient:
-    settings = settings or HubSoftSettings.from_env()
+def build_client(settings: HubSoftSettings, *, for_health: bool = False) -> HubSoftClient:
     if for_health:
         return HubSoftClient(settings, timeout=HEALTH_TIMEOUT, retry=HEALTH_RETRY)
     return HubSoftClient(settings)

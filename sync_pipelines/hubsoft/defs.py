@@ -16,6 +16,7 @@ refuse with a clear message.
 """
 
 import datetime as dt
+from collections.abc import Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 
@@ -27,6 +28,7 @@ from dagster import (
     AssetKey,
     AssetSpec,
     Config,
+    ConfigurableResource,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -47,8 +49,14 @@ from dagster import (
 from pydantic import Field
 
 from ..lib.alerts import EVERY_ADMIN, AlertState
-from ..resources import DatabaseResource, TelegramResource
-from .client import HubSoftClient, HubSoftError, build_client, hubsoft_enabled
+from ..resources import DatabaseResource, TelegramResource, env_or
+from .client import (
+    HubSoftClient,
+    HubSoftError,
+    HubSoftSettings,
+    build_client,
+    hubsoft_enabled,
+)
 from .health import (
     FULL_CHECK_EVERY,
     OFFLINE,
@@ -95,15 +103,56 @@ class SyncTicketsConfig(Config):
     )
 
 
-def _refuse_if_disabled() -> None:
-    if not hubsoft_enabled():
+class HubSoftResource(ConfigurableResource):
+    """The HubSoft API of the support bot. Set in ``Definitions`` from HUBSOFT_ENABLED,
+    HUBSOFT_API_URL, HUBSOFT_CLIENT_ID, HUBSOFT_CLIENT_SECRET, HUBSOFT_USERNAME and
+    HUBSOFT_PASSWORD (``EnvVar``: the UI shows the names). With HUBSOFT_ENABLED=false nothing
+    else is needed; enabled, a missing variable fails the run (or skips the sensor) naming it.
+    """
+
+    enabled: str = Field(default="true", description="HUBSOFT_ENABLED: false turns HubSoft off.")
+    api_url: str | None = Field(default=None, description="HUBSOFT_API_URL.")
+    client_id: str | None = Field(default=None, description="HUBSOFT_CLIENT_ID.")
+    client_secret: str | None = Field(default=None, description="HUBSOFT_CLIENT_SECRET (secret).")
+    username: str | None = Field(default=None, description="HUBSOFT_USERNAME.")
+    password: str | None = Field(default=None, description="HUBSOFT_PASSWORD (secret).")
+
+    @classmethod
+    def from_env_vars(cls, env: Mapping[str, str] | None = None) -> "HubSoftResource":
+        return cls(
+            enabled=env_or("HUBSOFT_ENABLED", "true", env),
+            **{field: env_or(var, None, env) for field, var in _VARIABLES.items()},
+        )
+
+    @property
+    def is_enabled(self) -> bool:
+        return hubsoft_enabled(self.enabled)
+
+    def settings(self) -> HubSoftSettings:
+        """Raises HubSoftConfigError naming every missing variable."""
+        return HubSoftSettings.from_variables(
+            {var: getattr(self, field) or "" for field, var in _VARIABLES.items()}
+        )
+
+
+_VARIABLES = {
+    "api_url": "HUBSOFT_API_URL",
+    "client_id": "HUBSOFT_CLIENT_ID",
+    "client_secret": "HUBSOFT_CLIENT_SECRET",
+    "username": "HUBSOFT_USERNAME",
+    "password": "HUBSOFT_PASSWORD",
+}
+
+
+def _refuse_if_disabled(hubsoft: HubSoftResource) -> None:
+    if not hubsoft.is_enabled:
         raise Failure(description=DISABLED)
 
 
 @contextmanager
-def _client(**kwargs):
+def _client(hubsoft: HubSoftResource, **kwargs):
     try:
-        client = build_client(**kwargs)
+        client = build_client(hubsoft.settings(), **kwargs)
     except HubSoftError as exc:
         raise Failure(description=str(exc)) from None
     try:
@@ -149,17 +198,18 @@ def hubsoft_ticket_sync(
     context: AssetExecutionContext,
     config: SyncTicketsConfig,
     hubsoft_db: DatabaseResource,
+    hubsoft: HubSoftResource,
     telegram: TelegramResource,
 ):
     """The bot's /sync_tickets: recovery and/or status sync, per ``mode`` and the selection."""
-    _refuse_if_disabled()
+    _refuse_if_disabled(hubsoft)
     wanted = {
         SyncMode.offline: {RECOVERY_KEY},
         SyncMode.status: {STATUS_KEY},
         SyncMode.all: {RECOVERY_KEY, STATUS_KEY},
     }[config.mode] & set(context.selected_asset_keys)
     db = hubsoft_db.db
-    with _client() as client:
+    with _client(hubsoft) as client:
         check = client.health_check()
         record_check(db, check)
         if not check.online:
@@ -242,11 +292,11 @@ def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
     **OWNERSHIP,
 )
 def health_report(
-    context: AssetExecutionContext, hubsoft_db: DatabaseResource
+    context: AssetExecutionContext, hubsoft_db: DatabaseResource, hubsoft: HubSoftResource
 ) -> MaterializeResult:
-    _refuse_if_disabled()
+    _refuse_if_disabled(hubsoft)
     db = hubsoft_db.db
-    with _client(for_health=True) as client:
+    with _client(hubsoft, for_health=True) as client:
         check = client.health_check()
     record_check(db, check)
     report = build_report(db, check)
@@ -292,9 +342,9 @@ def _mode_config(mode: str) -> dict:
     return {"ops": {"hubsoft_ticket_sync": {"config": {"mode": mode}}}}
 
 
-def _schedule_gate(hubsoft_db: DatabaseResource, now: dt.datetime) -> str:
+def _schedule_gate(hubsoft_db: DatabaseResource, hubsoft: HubSoftResource, now: dt.datetime) -> str:
     """Why a scheduled sync must not run now ('' = run)."""
-    if not hubsoft_enabled():
+    if not hubsoft.is_enabled:
         return DISABLED
     db = hubsoft_db.db
     try:
@@ -309,7 +359,7 @@ def _schedule_gate(hubsoft_db: DatabaseResource, now: dt.datetime) -> str:
     return ""
 
 
-def _mode_schedule(mode: str, cron: str, name: str):
+def _mode_schedule(mode: str, cron: str, name: str, description: str):
     """A schedule that asks for one ``sync_tickets`` mode, skipped while HubSoft is offline."""
 
     @schedule(
@@ -318,9 +368,12 @@ def _mode_schedule(mode: str, cron: str, name: str):
         execution_timezone=TZ,
         name=name,
         default_status=DefaultScheduleStatus.RUNNING,
+        description=description,
     )
-    def _mode(context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource):
-        reason = _schedule_gate(hubsoft_db, dt.datetime.now(dt.UTC))
+    def _mode(
+        context: ScheduleEvaluationContext, hubsoft_db: DatabaseResource, hubsoft: HubSoftResource
+    ):
+        reason = _schedule_gate(hubsoft_db, hubsoft, dt.datetime.now(dt.UTC))
         if reason:
             return SkipReason(reason)
         return RunRequest(run_config=_mode_config(mode), tags={"hubsoft/mode": mode})
@@ -328,8 +381,20 @@ def _mode_schedule(mode: str, cron: str, name: str):
     return _mode
 
 
-recovery_schedule = _mode_schedule("offline", "*/30 * * * *", "hubsoft_recovery_every_30_min")
-status_schedule = _mode_schedule("status", "*/15 * * * *", "hubsoft_status_sync_every_15_min")
+recovery_schedule = _mode_schedule(
+    "offline",
+    "*/30 * * * *",
+    "hubsoft_recovery_every_30_min",
+    "Every 30 minutes: open in HubSoft the tickets saved while it was down (skipped while "
+    "HubSoft is offline or HUBSOFT_ENABLED=false).",
+)
+status_schedule = _mode_schedule(
+    "status",
+    "*/15 * * * *",
+    "hubsoft_status_sync_every_15_min",
+    "Every 15 minutes: active support_tickets take their HubSoft status (skipped while "
+    "HubSoft is offline or HUBSOFT_ENABLED=false).",
+)
 
 
 @sensor(
@@ -347,12 +412,13 @@ def hubsoft_health_monitor(
     context: SensorEvaluationContext,
     hubsoft_db: DatabaseResource,
     control_db: DatabaseResource,
+    hubsoft: HubSoftResource,
     telegram: TelegramResource,
 ):
-    if not hubsoft_enabled():
+    if not hubsoft.is_enabled:
         return SkipReason(DISABLED)
     try:
-        client = build_client(for_health=True)
+        client = build_client(hubsoft.settings(), for_health=True)
     except HubSoftError as exc:
         return SkipReason(str(exc))
     db = hubsoft_db.db

@@ -8,7 +8,6 @@ can hold every role side by side (the sandbox and the tests do exactly that).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -137,13 +136,14 @@ def create_database(
     return Database(role=role, engine=engine, schema=schema)
 
 
-def role_settings(role: str, env: Mapping[str, str] | None = None) -> tuple[str, str | None]:
-    """(url, schema) for a role from the environment, with the shared-database fallback.
+def role_settings(role: str, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """(url, schema) for a role from a mapping of variables, with the shared-database fallback.
 
     ``<ROLE>_DATABASE_URL`` wins; ``<ROLE>_DATABASE_SCHEMA`` sets its schema. Otherwise the
-    role lives in ``SYNC_DATABASE_URL`` under a schema of its own name.
+    role lives in ``SYNC_DATABASE_URL`` under a schema of its own name. The caller passes the
+    variables (the CLI and the sandbox pass ``os.environ``; the Dagster code location wires the
+    same rule through ``resources.DatabaseResource.for_role``).
     """
-    env = os.environ if env is None else env
     if role not in ROLES:
         raise DatabaseConfigError(f"unknown database role {role!r}; known: {', '.join(ROLES)}")
     url_var, default_schema = ROLES[role]
@@ -161,7 +161,7 @@ def role_settings(role: str, env: Mapping[str, str] | None = None) -> tuple[str,
     )
 
 
-def database_for_role(role: str, env: Mapping[str, str] | None = None, **kwargs) -> Database:
+def database_for_role(role: str, env: Mapping[str, str], **kwargs) -> Database:
     url, schema = role_settings(role, env)
     return create_database(role, url, schema, **kwargs)
 
@@ -186,9 +186,9 @@ def tenant_url(template: str, instance: str) -> URL:
     return normalize_url(template.replace("{instance}", instance))
 
 
-def tenant_database(instance: str, template: str | None = None, **kwargs) -> Database:
+def tenant_database(instance: str, template: str, **kwargs) -> Database:
     """The database of one tenant instance (role ``tenant:<instance>``), from the template."""
-    template = template or os.environ.get(TENANT_TEMPLATE_VAR, "").strip()
+    template = (template or "").strip()
     if not template:
         raise DatabaseConfigError(
             f"no tenant databases configured: set {TENANT_TEMPLATE_VAR} "

@@ -11,7 +11,9 @@ Both start RUNNING: the point of this sync is that every tenant stays in step wi
 wiring a cron, and new tenants appear over time (the sensor is what makes them partitions).
 """
 
+import datetime as dt
 from collections.abc import Iterator
+from zoneinfo import ZoneInfo
 
 from dagster import (
     AssetExecutionContext,
@@ -38,7 +40,7 @@ from dagster import (
 from pydantic import Field
 
 from ..lib.locks import AdvisoryLock
-from ..resources import DatabaseResource
+from ..resources import DatabaseResource, TenantDatabasesResource
 from . import source
 from .sync import TABLES, SyncSettings, TableResult, sync_tenant
 from .tenants import TenantDirectory, scan_tenants
@@ -98,6 +100,16 @@ def _metadata(result: TableResult) -> dict:
     return data
 
 
+def _directory(
+    tenant_dbs: TenantDatabasesResource, whatsapp_db: DatabaseResource
+) -> TenantDirectory:
+    return TenantDirectory(
+        whatsapp_db.db,
+        template=tenant_dbs.url_template,
+        clients_servers_table=tenant_dbs.clients_servers_table,
+    )
+
+
 @multi_asset(
     name="local_sync_tenant",
     specs=SPECS,
@@ -110,10 +122,11 @@ def local_sync_tenant(
     config: LocalSyncConfig,
     whatsapp_db: DatabaseResource,
     control_db: DatabaseResource,
+    tenant_dbs: TenantDatabasesResource,
 ) -> Iterator[MaterializeResult]:
     instance = context.partition_key
     tables = [t for t in TABLES if AssetKey([GROUP, t]) in context.selected_asset_keys]
-    directory = TenantDirectory.from_env(whatsapp_db.db)
+    directory = _directory(tenant_dbs, whatsapp_db)
     # Unreachable: fail now with the tenant's name and what to check, not a driver traceback
     # from the middle of the sync. One partition per tenant, so other tenants' runs go on.
     target = directory.probe(instance)
@@ -134,7 +147,10 @@ def local_sync_tenant(
                 instance,
                 tables=tables,
                 full=config.full_reconcile,
-                settings=SyncSettings.from_env(),
+                settings=SyncSettings(
+                    timezone=ZoneInfo(tenant_dbs.timezone),
+                    overlap=dt.timedelta(minutes=tenant_dbs.overlap_minutes),
+                ),
                 before_write=lock.ensure_held,
                 on_table=lambda r: context.log.info(
                     f"{r.table}: {r.source_rows} source rows, {r.upsert.inserted} inserted, "
@@ -190,12 +206,16 @@ def local_sync_every_6_hours(context: ScheduleEvaluationContext):
         "partition and syncs it; reports instances without one."
     ),
 )
-def local_sync_new_tenants(context: SensorEvaluationContext, whatsapp_db: DatabaseResource):
+def local_sync_new_tenants(
+    context: SensorEvaluationContext,
+    whatsapp_db: DatabaseResource,
+    tenant_dbs: TenantDatabasesResource,
+):
     with whatsapp_db.db.connect() as conn:
         instances = source.list_instances(conn)
     known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     scan = scan_tenants(
-        TenantDirectory.from_env(whatsapp_db.db), [i for i in instances if i not in known]
+        _directory(tenant_dbs, whatsapp_db), [i for i in instances if i not in known]
     )
     for instance, why in sorted(scan.unavailable.items()):
         context.log.warning(f"instance {instance!r} has no usable tenant database: {why}")

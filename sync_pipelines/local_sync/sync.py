@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,16 +50,6 @@ class SyncSettings:
     # Incremental reads start this much before the watermark: a row committed late with an
     # older updated_at is still picked up (re-reading a few rows costs nothing: upserts).
     overlap: dt.timedelta = dt.timedelta(minutes=10)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SyncSettings:
-        env = os.environ if env is None else env
-        tz = env.get(TIMEZONE_VAR, "").strip() or DEFAULT_TIMEZONE
-        minutes = env.get(OVERLAP_VAR, "").strip()
-        return cls(
-            timezone=ZoneInfo(tz),
-            overlap=dt.timedelta(minutes=int(minutes)) if minutes else cls.overlap,
-        )
 
 
 @dataclass
@@ -430,7 +419,7 @@ def sync_tenant(
     ``before_write`` runs before each table's writes (pass the advisory lock's
     ``ensure_held``); ``now`` is this run's clock (default: the current time).
     """
-    settings = settings or SyncSettings.from_env()
+    settings = settings or SyncSettings()
     now = now or dt.datetime.now(dt.UTC)
     wanted = set(tables)
     unknown = wanted - set(TABLES)

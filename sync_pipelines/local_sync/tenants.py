@@ -15,8 +15,7 @@ password). An unreachable tenant is reported by name, with where its address com
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -103,18 +102,6 @@ class TenantDirectory:
         self.main_db = main_db
         self.template = (template or "").strip() or None
         self.clients_servers_table = clients_servers_table
-
-    @classmethod
-    def from_env(
-        cls, main_db: Database | None, env: Mapping[str, str] | None = None
-    ) -> TenantDirectory:
-        env = os.environ if env is None else env
-        return cls(
-            main_db,
-            template=env.get(TENANT_TEMPLATE_VAR, ""),
-            clients_servers_table=env.get(CLIENTS_SERVERS_TABLE_VAR, "").strip()
-            or DEFAULT_CLIENTS_SERVERS_TABLE,
-        )
 
     @property
     def mode(self) -> str:

@@ -5,6 +5,8 @@ applies every pending file of every role and shows what was applied where. The c
 (checks.py) and the Telegram alert sensor (alerts.py) are cross-source, so they live here.
 """
 
+import os
+
 from dagster import (
     AssetExecutionContext,
     Definitions,
@@ -37,7 +39,7 @@ def database_schema(context: AssetExecutionContext) -> MaterializeResult:
         if role not in ROLES:
             continue  # per-tenant DDL (local sync) is applied by that sync for each tenant
         try:
-            db = database_for_role(role)
+            db = database_for_role(role, os.environ)
         except DatabaseConfigError as exc:
             skipped.append(role)
             context.log.warning(str(exc))

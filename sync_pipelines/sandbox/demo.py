@@ -29,7 +29,7 @@ def apply_migrations(log=print) -> None:
     for role in migration_roles():
         if role not in ROLES:
             continue
-        db = database_for_role(role)
+        db = database_for_role(role, os.environ)
         try:
             report = migrate(db, role)
         finally:
@@ -118,7 +118,7 @@ def summary_lines(instance) -> list[str]:
     lines = ["rows per table:"]
     for role in ROLES:
         try:
-            db = database_for_role(role)
+            db = database_for_role(role, os.environ)
         except Exception:  # noqa: BLE001 - an unconfigured role is simply not shown
             continue
         try:

@@ -137,7 +137,7 @@ def seed_examiners(db, env: Mapping[str, str]) -> None:
 
 
 def prepare(env: Mapping[str, str]) -> None:
-    db = database_for_role("detran")
+    db = database_for_role("detran", os.environ)
     try:
         migrate(db, "detran")
         seed_examiners(db, env)

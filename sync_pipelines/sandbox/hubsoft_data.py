@@ -144,7 +144,7 @@ def prepare(env: Mapping[str, str]) -> None:
             db, [online_ticket(t, by_service[t["id_cliente_servico"]]) for t in opened_online]
         )
 
-        client = build_client(HubSoftSettings.from_env(env), for_health=True)
+        client = build_client(HubSoftSettings.from_variables(env), for_health=True)
         state = MonitorState()
         try:
             _admin(base_url, "POST", "faults", {"outage": {"mode": "503"}})

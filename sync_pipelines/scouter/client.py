@@ -16,7 +16,6 @@ error and message, and never put into run config or metadata.
 from __future__ import annotations
 
 import json as jsonlib
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -159,9 +158,8 @@ class ScouterSettings:
     max_attempts: int = 4
 
 
-def settings_from_env(env: Mapping[str, str] | None = None) -> ScouterSettings:
-    """Read and check the two variables; each problem says what to set."""
-    env = os.environ if env is None else env
+def settings_from_variables(env: Mapping[str, str]) -> ScouterSettings:
+    """Check the two values, keyed by their variable names; each problem says what to set."""
     url = env.get(URL_VAR, "").strip().rstrip("/")
     key = env.get(KEY_VAR, "").strip()
     problems = []
@@ -299,5 +297,5 @@ __all__ = [
     "PostgrestError",
     "ScouterConfigError",
     "ScouterSettings",
-    "settings_from_env",
+    "settings_from_variables",
 ]

@@ -15,7 +15,7 @@ no Retry-After) until the announced reset: all of that is the HTTP base's job.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,11 +297,9 @@ class TinySettings:
     max_requests_per_minute: int
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> TinySettings:
-    """Tiny settings from the environment; the client secret never comes from run config."""
-    import os
-
-    env = dict(os.environ) if env is None else env
+def settings_from_variables(env: Mapping[str, str]) -> TinySettings:
+    """Tiny settings from values keyed by their variable names (the Dagster resource passes
+    its fields, the CLI the process environment); each missing one is named."""
     missing = [k for k in ("TINY_CLIENT_ID", "TINY_CLIENT_SECRET") if not env.get(k)]
     if missing:
         raise TinyReauthorizationRequired(

@@ -17,7 +17,7 @@ once, with the re-authorization steps; the next successful Tiny run sends "resol
 """
 
 import datetime as dt
-import os
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 from dagster import (
@@ -41,9 +41,14 @@ from pydantic import Field
 
 from ..lib.alerts import AlertState, announce
 from ..lib.db import Database
-from ..resources import DatabaseResource, TelegramResource
+from ..resources import DatabaseResource, TelegramResource, env_or
 from .breaker import CircuitOpen
-from .client import TinyClient, TinyReauthorizationRequired, build_client, settings_from_env
+from .client import (
+    TinyClient,
+    TinyReauthorizationRequired,
+    build_client,
+    settings_from_variables,
+)
 from .parse import ALL_STATUSES
 from .sync import (
     MAX_ATTEMPTS,
@@ -63,17 +68,55 @@ STATUS_NAMES = {
 monthly = MonthlyPartitionsDefinition(start_date="2014-01-01", timezone=TZ, end_offset=1)
 
 
-class TinyApiResource(ConfigurableResource):
-    """The Tiny v3 account. Credentials come from the environment (TINY_CLIENT_ID,
-    TINY_CLIENT_SECRET, TINY_API_BASE_URL, TINY_TOKEN_URL, TINY_MAX_REQUESTS_PER_MINUTE)."""
+# Resource field -> the variable that sets it (Definitions wire each with EnvVar).
+TINY_VARIABLES = {
+    "api_base_url": "TINY_API_BASE_URL",
+    "token_url": "TINY_TOKEN_URL",
+    "client_id": "TINY_CLIENT_ID",
+    "client_secret": "TINY_CLIENT_SECRET",
+    "redirect_uri": "TINY_REDIRECT_URI",
+    "initial_refresh_token": "TINY_INITIAL_REFRESH_TOKEN",
+    "account_max_requests_per_minute": "TINY_MAX_REQUESTS_PER_MINUTE",
+}
 
+
+class TinyApiResource(ConfigurableResource):
+    """The Tiny v3 account, set in ``Definitions`` from the TINY_* variables with ``EnvVar``
+    (the UI shows their names, never the client secret or refresh token). Unset credentials
+    fail the first Tiny run naming the variables."""
+
+    api_base_url: str | None = Field(
+        default=None, description="TINY_API_BASE_URL (default: Tiny's)."
+    )
+    token_url: str | None = Field(default=None, description="TINY_TOKEN_URL (default: Tiny's).")
+    client_id: str | None = Field(default=None, description="TINY_CLIENT_ID.")
+    client_secret: str | None = Field(default=None, description="TINY_CLIENT_SECRET (secret).")
+    redirect_uri: str | None = Field(default=None, description="TINY_REDIRECT_URI.")
+    initial_refresh_token: str | None = Field(
+        default=None, description="TINY_INITIAL_REFRESH_TOKEN (secret): bootstraps the tokens once."
+    )
+    account_max_requests_per_minute: str | None = Field(
+        default=None, description="TINY_MAX_REQUESTS_PER_MINUTE: the account's cap (default 60)."
+    )
+    incremental_window_days: int = Field(
+        default=7, description="TINY_INCREMENTAL_WINDOW_DAYS: days the incremental sync re-lists."
+    )
     max_requests_per_minute: int | None = Field(
         default=None,
         description="Lower the account-wide request cap for this run (never raises it).",
     )
 
+    @classmethod
+    def from_env_vars(cls, env: Mapping[str, str] | None = None) -> "TinyApiResource":
+        return cls(
+            **{field: env_or(var, None, env) for field, var in TINY_VARIABLES.items()},
+            incremental_window_days=env_or("TINY_INCREMENTAL_WINDOW_DAYS", 7, env),
+        )
+
     def client(self, tiny_db: Database, control_db: Database) -> TinyClient:
-        settings = settings_from_env()
+        settings = settings_from_variables(
+            {var: getattr(self, field) or "" for field, var in TINY_VARIABLES.items()}
+        )
         if self.max_requests_per_minute:
             from dataclasses import replace
 
@@ -208,8 +251,9 @@ def service_orders_history(
 
 class IncrementalConfig(Config):
     window_days: int = Field(
-        default=int(os.environ.get("TINY_INCREMENTAL_WINDOW_DAYS", "7")),
-        description="Re-list orders emitted in the last N days (open orders are re-listed whatever their age).",
+        default=0,
+        description="Re-list orders emitted in the last N days (open orders are re-listed "
+        "whatever their age); 0: TINY_INCREMENTAL_WINDOW_DAYS (7).",
     )
 
 
@@ -230,7 +274,9 @@ def service_orders_incremental(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = sync_incremental(client, tiny_db.db, window_days=config.window_days)
+        result = sync_incremental(
+            client, tiny_db.db, window_days=config.window_days or tiny_api.incremental_window_days
+        )
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
         f"{result.status_changes} status changes, {result.api_calls} API calls"
@@ -352,22 +398,24 @@ defs = Definitions(
         # Running by default: these replace the cron jobs the users rely on.
         ScheduleDefinition(
             job=incremental_job,
+            description="Every 15 minutes: the recent emission window and every open order.",
             cron_schedule="*/15 * * * *",
             execution_timezone=TZ,
             default_status=DefaultScheduleStatus.RUNNING,
         ),
         ScheduleDefinition(
             job=retries_job,
+            description="Every 5 minutes: retry failed imports whose backoff has elapsed.",
             cron_schedule="*/5 * * * *",
             execution_timezone=TZ,
             default_status=DefaultScheduleStatus.RUNNING,
         ),
         ScheduleDefinition(
             job=integrity_job,
+            description="Daily at 03:00 (São Paulo): API vs table per status; repairs drift.",
             cron_schedule="0 3 * * *",
             execution_timezone=TZ,
             default_status=DefaultScheduleStatus.RUNNING,
         ),
     ],
-    resources={"tiny_api": TinyApiResource()},
 )

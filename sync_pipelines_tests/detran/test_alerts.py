@@ -68,10 +68,10 @@ def run(instance, day, usuario_id=DOCTOR.usuario_id):
         partition_key=partition_key(day, usuario_id),
         instance=instance,
         resources={
-            "detran_db": DatabaseResource(role="detran"),
+            "detran_db": DatabaseResource.for_role("detran"),
             "detran_portal": DetranPortalResource(),
-            "telegram": TelegramResource(),
-            "control_db": DatabaseResource(role="control"),
+            "telegram": TelegramResource.from_env_vars(),
+            "control_db": DatabaseResource.for_role("control"),
         },
         raise_on_error=False,
     )

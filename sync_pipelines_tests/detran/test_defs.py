@@ -55,10 +55,10 @@ def instance():
 
 def resources():
     return {
-        "detran_db": DatabaseResource(role="detran"),
+        "detran_db": DatabaseResource.for_role("detran"),
         "detran_portal": DetranPortalResource(),
-        "telegram": TelegramResource(),
-        "control_db": DatabaseResource(role="control"),
+        "telegram": TelegramResource.from_env_vars(),
+        "control_db": DatabaseResource.for_role("control"),
     }
 
 
@@ -163,7 +163,7 @@ def test_second_run_for_a_locked_examiner_stops_quickly_with_a_clear_message(env
 
 def _sensor(instance):
     with build_sensor_context(
-        instance=instance, resources={"detran_db": DatabaseResource(role="detran")}
+        instance=instance, resources={"detran_db": DatabaseResource.for_role("detran")}
     ) as context:
         return detran_examiners_sensor(context)
 
@@ -182,7 +182,7 @@ def _requests(schedule, instance, when):
     with build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
-        resources={"detran_db": DatabaseResource(role="detran")},
+        resources={"detran_db": DatabaseResource.for_role("detran")},
     ) as context:
         return list(schedule(context))
 

@@ -43,7 +43,7 @@ def _requested_days(schedule, instance) -> dict[str, set[dt.date]]:
     with build_schedule_context(
         instance=instance,
         scheduled_execution_time=dt.datetime.now(dt.UTC),
-        resources={"detran_db": DatabaseResource(role="detran")},
+        resources={"detran_db": DatabaseResource.for_role("detran")},
     ) as context:
         requests = list(schedule(context))
     days: dict[str, set[dt.date]] = {}

@@ -140,10 +140,10 @@ def test_outage_on_reads_is_unavailable(sim, client):
 
 def test_settings_name_every_missing_variable_and_enabled_flag():
     with pytest.raises(HubSoftConfigError) as error:
-        HubSoftSettings.from_env({"HUBSOFT_API_URL": "http://x"})
+        HubSoftSettings.from_variables({"HUBSOFT_API_URL": "http://x"})
     assert "HUBSOFT_PASSWORD" in str(error.value) and "HUBSOFT_API_URL" not in str(error.value)
-    assert hubsoft_enabled({}) is True
-    assert hubsoft_enabled({"HUBSOFT_ENABLED": "false"}) is False
+    assert hubsoft_enabled(None) is True
+    assert hubsoft_enabled("false") is False
 
 
 def test_no_token_password_or_cpf_in_logs(sim, client, caplog):

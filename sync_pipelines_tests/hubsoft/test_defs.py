@@ -5,6 +5,7 @@ outage story, and an event log free of secrets and customer data."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -47,11 +48,15 @@ from sync_pipelines.sandbox.telegram_sim import (
 
 from ..dagster_db import scratch_database
 
-RESOURCES = {
-    "hubsoft_db": DatabaseResource(role="hubsoft"),
-    "control_db": DatabaseResource(role="control"),
-    "telegram": TelegramResource(),
-}
+
+def resources() -> dict:
+    # Built per test: the resources are wired to the variables each test's fixtures set.
+    return {
+        "hubsoft_db": DatabaseResource.for_role("hubsoft"),
+        "control_db": DatabaseResource.for_role("control"),
+        "hubsoft": HubSoftResource.from_env_vars(),
+        "telegram": TelegramResource.from_env_vars(),
+    }
 
 
 @pytest.fixture
@@ -65,9 +70,9 @@ def project(pg_url, monkeypatch):
         env |= HUBSOFT_PART.env(hubsoft.base_url) | TELEGRAM_PART.env(telegram.base_url)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        db = database_for_role("hubsoft")
+        db = database_for_role("hubsoft", os.environ)
         migrate(db, "hubsoft")
-        control = database_for_role("control")
+        control = database_for_role("control", os.environ)
         migrate(control, "control")
         control.dispose()
         yield hubsoft, telegram, db, env
@@ -77,12 +82,12 @@ def project(pg_url, monkeypatch):
 
 
 def sensor_tick(instance, cursor=None):
-    with build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES) as context:
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources()) as context:
         return hubsoft_health_monitor(context)
 
 
 def schedule_tick(schedule, instance):
-    with build_schedule_context(instance=instance, resources=RESOURCES) as context:
+    with build_schedule_context(instance=instance, resources=resources()) as context:
         return schedule(context)
 
 

@@ -24,13 +24,17 @@ from sync_pipelines.local_sync.defs import (
 )
 from sync_pipelines.local_sync.target import ensure_tables
 from sync_pipelines.local_sync.watermarks import Watermarks
-from sync_pipelines.resources import DatabaseResource
+from sync_pipelines.resources import DatabaseResource, TenantDatabasesResource
 from sync_pipelines.sandbox.local_sync_data import SourceData, generate_instance, write_source
 
-RESOURCES = {
-    "whatsapp_db": DatabaseResource(role="whatsapp"),
-    "control_db": DatabaseResource(role="control"),
-}
+
+def resources() -> dict:
+    # Built per test: the resources are wired to the variables each test's fixtures set.
+    return {
+        "whatsapp_db": DatabaseResource.for_role("whatsapp"),
+        "control_db": DatabaseResource.for_role("control"),
+        "tenant_dbs": TenantDatabasesResource.from_env_vars(),
+    }
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ def instance():
 
 
 def _sensor(instance) -> SensorResult | SkipReason:
-    with build_sensor_context(instance=instance, resources=RESOURCES) as ctx:
+    with build_sensor_context(instance=instance, resources=resources()) as ctx:
         return local_sync_new_tenants(ctx)
 
 
@@ -90,7 +94,7 @@ def test_new_instance_in_main_database_becomes_a_partition_and_is_synced(main_db
         partition_key=request.partition_key,
         run_config=request.run_config,
         instance=instance,
-        resources=RESOURCES,
+        resources=resources(),
     )
     assert result.success
     assert _count(env, "nova", "wpp_contacts") == 30
@@ -123,7 +127,7 @@ def test_one_table_on_demand_and_no_personal_data_in_the_event_log(main_db, env,
         selection="local_sync/wpp_contacts",
         partition_key="acme",
         instance=instance,
-        resources=RESOURCES,
+        resources=resources(),
     )
     assert result.success
     assert [e.asset_key.path[-1] for e in result.get_asset_materialization_events()] == [
@@ -204,7 +208,7 @@ def test_unreachable_tenant_run_fails_naming_it_and_other_tenants_sync(
             [local_sync_tenant],
             partition_key=tenant,
             instance=instance,
-            resources=RESOURCES,
+            resources=resources(),
             raise_on_error=False,
         )
         for tenant in ("filial", "acme")
@@ -254,7 +258,7 @@ def test_run_whose_lock_session_is_killed_stops_before_writing_more(main_db, env
         [local_sync_tenant],
         partition_key="acme",
         instance=instance,
-        resources=RESOURCES,
+        resources=resources(),
         raise_on_error=False,
     )
 

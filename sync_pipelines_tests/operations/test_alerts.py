@@ -58,7 +58,7 @@ def _failed_run_context(instance: DagsterInstance):
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=run,
-        resources={"telegram": TelegramResource()},
+        resources={"telegram": TelegramResource.from_env_vars()},
     ).for_run_failure()
 
 

@@ -100,7 +100,7 @@ def test_control_job_and_driver_sensor_walk_a_period_to_completion(env, sim, ins
         instance=instance,
     ).success
     [job_row] = jobs.list_jobs(env)
-    resources = {"tabuladormax_db": DatabaseResource(role="tabuladormax")}
+    resources = {"tabuladormax_db": DatabaseResource.for_role("tabuladormax")}
     ran = []
     for _ in range(6):
         with build_sensor_context(instance=instance, resources=resources) as ctx:
@@ -120,7 +120,7 @@ def test_control_job_and_driver_sensor_walk_a_period_to_completion(env, sim, ins
 
 def _drive(instance) -> list:
     """One tick of the driver sensor, then each run it asked for; returns the requests."""
-    resources = {"tabuladormax_db": DatabaseResource(role="tabuladormax")}
+    resources = {"tabuladormax_db": DatabaseResource.for_role("tabuladormax")}
     with build_sensor_context(instance=instance, resources=resources) as ctx:
         outcome = gestao_scouter_export_driver(ctx)
     requests = getattr(outcome, "run_requests", None) or []

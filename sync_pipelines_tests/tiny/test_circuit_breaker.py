@@ -193,19 +193,21 @@ def project(pg_url, monkeypatch):
     telegram.stop()
 
 
-RESOURCES = {
-    "tiny_api": TinyApiResource(),
-    "tiny_db": DatabaseResource(role="tiny"),
-    "control_db": DatabaseResource(role="control"),
-    "telegram": TelegramResource(),
-}
+def resources() -> dict:
+    # Built per test: the resources are wired to the variables each test's fixtures set.
+    return {
+        "tiny_api": TinyApiResource(),
+        "tiny_db": DatabaseResource.for_role("tiny"),
+        "control_db": DatabaseResource.for_role("control"),
+        "telegram": TelegramResource.from_env_vars(),
+    }
 
 
 def run_month(instance):
     return materialize(
         [service_orders_history],
         partition_key=f"{MONTH}-01",
-        resources=RESOURCES,
+        resources=resources(),
         instance=instance,
         raise_on_error=False,
     )

@@ -38,12 +38,14 @@ def project(pg_url, monkeypatch):
     sim.stop()
 
 
-RESOURCES = {
-    "tiny_api": TinyApiResource(),
-    "tiny_db": DatabaseResource(role="tiny"),
-    "control_db": DatabaseResource(role="control"),
-    "telegram": TelegramResource(),
-}
+def resources() -> dict:
+    # Built per test: the resources are wired to the variables each test's fixtures set.
+    return {
+        "tiny_api": TinyApiResource(),
+        "tiny_db": DatabaseResource.for_role("tiny"),
+        "control_db": DatabaseResource.for_role("control"),
+        "telegram": TelegramResource.from_env_vars(),
+    }
 
 
 def test_month_partition_materializes_with_metadata_and_no_leaks(project):
@@ -53,7 +55,7 @@ def test_month_partition_materializes_with_metadata_and_no_leaks(project):
         result = materialize(
             [service_orders_history],
             partition_key="2022-07-01",
-            resources=RESOURCES,
+            resources=resources(),
             instance=instance,
         )
         assert result.success
@@ -82,7 +84,7 @@ def test_incremental_retries_and_integrity_run_as_one_job(project):
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
             [service_orders_incremental, import_failure_retries, integrity_report],
-            resources=RESOURCES,
+            resources=resources(),
             instance=instance,
         )
         assert result.success

@@ -55,7 +55,6 @@ defs = Definitions(
     jobs=[detran_agenda_job],
     sensors=[detran_examiners_sensor],
     schedules=[detran_next_3_days, detran_days_4_to_14],
-    resources={"detran_portal": DetranPortalResource()},
 )
 
 __all__ = [

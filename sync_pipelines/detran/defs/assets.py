@@ -105,6 +105,7 @@ def agenda_slots(
                 db,
                 settings.base_url,
                 ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
+                env=detran_portal.key_env(),
             ),
             options=detran_portal.options(holder_hint=f"(this is Dagster run {context.run_id})"),
         )

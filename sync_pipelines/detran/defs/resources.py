@@ -1,52 +1,66 @@
 """DETRAN's own resource: the e-CNHsp portal and how a run uses it."""
 
 import datetime as dt
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ..client import PortalSettings
+from ...resources import env_or
+from ..client import DEFAULT_PORTAL_URL, PortalSettings
+from ..examiners import KEY_VAR
 from ..sync import SyncOptions
+
+DEFAULT_DIAGNOSTICS_DIR = ".diagnostics/detran"
 
 
 class DetranPortalResource(ConfigurableResource):
-    """The e-CNHsp portal. Its URL and the credentials key come from the environment
-    (``DETRAN_PORTAL_URL``, ``DETRAN_CREDENTIALS_KEY``), never from run config."""
+    """The e-CNHsp portal. Set in ``Definitions`` from DETRAN_PORTAL_URL,
+    DETRAN_CREDENTIALS_KEY (secret: decrypts the examiners' stored passwords),
+    DETRAN_DIAGNOSTICS_DIR and DETRAN_LOGOUT_AFTER_RUN with ``EnvVar``; never from run config."""
 
-    diagnostics_dir: str | None = Field(
+    portal_url: str = Field(default=DEFAULT_PORTAL_URL, description="DETRAN_PORTAL_URL.")
+    credentials_key: str | None = Field(
         default=None,
-        description="Folder for unrecognised pages (PII-masked); default DETRAN_DIAGNOSTICS_DIR.",
+        description=f"{KEY_VAR} (secret); unset: a sync fails saying how to make one.",
+    )
+    diagnostics_dir: str = Field(
+        default=DEFAULT_DIAGNOSTICS_DIR,
+        description="DETRAN_DIAGNOSTICS_DIR: folder for unrecognised pages (PII-masked).",
     )
     session_ttl_minutes: int = Field(default=45, description="How long a cached session is reused.")
     touch_interval_minutes: int = Field(
         default=60, description="How stale last_seen_at of an unchanged slot may get."
     )
-    logout_after_run: bool | None = Field(
-        default=None,
-        description="Log out at the end of each run (no session reuse); default "
-        "DETRAN_LOGOUT_AFTER_RUN, false.",
+    logout_after_run: str = Field(
+        default="false",
+        description="DETRAN_LOGOUT_AFTER_RUN: log out at the end of each run (no session reuse).",
     )
 
+    @classmethod
+    def from_env_vars(cls, env: Mapping[str, str] | None = None) -> "DetranPortalResource":
+        return cls(
+            portal_url=env_or("DETRAN_PORTAL_URL", DEFAULT_PORTAL_URL, env),
+            credentials_key=env_or(KEY_VAR, None, env),
+            diagnostics_dir=env_or("DETRAN_DIAGNOSTICS_DIR", DEFAULT_DIAGNOSTICS_DIR, env),
+            logout_after_run=env_or("DETRAN_LOGOUT_AFTER_RUN", "false", env),
+        )
+
     def settings(self) -> PortalSettings:
-        settings = PortalSettings.from_env()
-        if self.diagnostics_dir:
-            settings = PortalSettings(
-                settings.base_url, Path(self.diagnostics_dir), settings.timeout, settings.retry
-            )
-        return settings
+        return PortalSettings(
+            base_url=self.portal_url.strip() or DEFAULT_PORTAL_URL,
+            diagnostics_dir=Path(self.diagnostics_dir.strip() or DEFAULT_DIAGNOSTICS_DIR),
+        )
+
+    def key_env(self) -> dict[str, str] | None:
+        """The key as examiners.py's encrypt/decrypt take it."""
+        return {KEY_VAR: self.credentials_key} if self.credentials_key else None
 
     def options(self, holder_hint: str) -> SyncOptions:
-        logout = self.logout_after_run
-        if logout is None:
-            logout = os.environ.get("DETRAN_LOGOUT_AFTER_RUN", "").strip().lower() in (
-                "1",
-                "true",
-                "yes",
-            )
         return SyncOptions(
             touch_interval=dt.timedelta(minutes=self.touch_interval_minutes),
-            logout_after_run=logout,
+            logout_after_run=self.logout_after_run.strip().lower() in ("1", "true", "yes"),
             holder_hint=holder_hint,
+            credentials_key=self.credentials_key,
         )

@@ -70,7 +70,6 @@ defs = Definitions(
         gestao_scouter_stuck_jobs_sensor,
     ],
     schedules=[error_purge_schedule],
-    resources={"gestao_scouter": GestaoScouterResource()},
 )
 
 __all__ = [

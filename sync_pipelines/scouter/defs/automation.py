@@ -27,7 +27,6 @@ from pydantic import Field
 from ...lib.alerts import AlertState
 from ...resources import DatabaseResource
 from .. import jobs as export_jobs
-from ..client import GestaoScouterClient, settings_from_env
 from ..reverse import reverse_sync
 from ..source import now_sao_paulo
 from ..stuck import stuck_after_from_env, stuck_job_marks
@@ -201,7 +200,9 @@ def reverse_sync_job() -> None:
     description="Polls Gestão Scouter for leads changed since the reverse sync's cursor.",
 )
 def gestao_scouter_reverse_sync_sensor(
-    context: SensorEvaluationContext, tabuladormax_db: DatabaseResource
+    context: SensorEvaluationContext,
+    tabuladormax_db: DatabaseResource,
+    gestao_scouter: GestaoScouterResource,
 ) -> RunRequest | SkipReason:
     if not _env_flag("GESTAO_SCOUTER_REVERSE_SYNC"):
         return SkipReason("GESTAO_SCOUTER_REVERSE_SYNC is not true")
@@ -209,7 +210,7 @@ def gestao_scouter_reverse_sync_sensor(
         return SkipReason("a reverse sync run is in progress")
     from ..reverse import peek_changes
 
-    with GestaoScouterClient.from_settings(settings_from_env()) as client:
+    with gestao_scouter.client() as client:
         change = peek_changes(tabuladormax_db.db, client)
     if change is None:
         return SkipReason("no lead changed in Gestão Scouter since the cursor")

@@ -3,29 +3,43 @@ overrides, or GESTAO_SCOUTER_FIELD_MAPPINGS over the default)."""
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
+from ...resources import env_or
 from .. import jobs as export_jobs
-from ..client import GestaoScouterClient, settings_from_env
+from ..client import KEY_VAR, URL_VAR, GestaoScouterClient, settings_from_variables
 from ..mapping import FieldMapping, MappingError, resolve_mapping
 
 
 class GestaoScouterResource(ConfigurableResource):
-    """Gestão Scouter's PostgREST. URL and key come from GESTAO_SCOUTER_URL and
-    GESTAO_SCOUTER_SERVICE_KEY at run time (never config); the rest may be tuned per run."""
+    """Gestão Scouter's PostgREST, set in ``Definitions`` from GESTAO_SCOUTER_URL,
+    GESTAO_SCOUTER_SERVICE_KEY (secret) and GESTAO_SCOUTER_BATCH_SIZE with ``EnvVar``: the UI
+    shows the names, never the key. Unset, the first run that calls Gestão Scouter fails
+    naming the variable (a deployment that does not export leads needs neither)."""
 
-    batch_size: int = Field(
-        default=0, description="Leads per request; 0 = GESTAO_SCOUTER_BATCH_SIZE (default 50)."
-    )
+    url: str | None = Field(default=None, description=f"{URL_VAR}: https://<project>.supabase.co")
+    service_key: str | None = Field(default=None, description=f"{KEY_VAR} (secret).")
+    batch_size: int = Field(default=50, description="GESTAO_SCOUTER_BATCH_SIZE: leads per request.")
+
+    @classmethod
+    def from_env_vars(cls, env: Mapping[str, str] | None = None) -> "GestaoScouterResource":
+        return cls(
+            url=env_or(URL_VAR, None, env),
+            service_key=env_or(KEY_VAR, None, env),
+            batch_size=env_or("GESTAO_SCOUTER_BATCH_SIZE", 50, env),
+        )
 
     def client(self) -> GestaoScouterClient:
-        return GestaoScouterClient.from_settings(settings_from_env())
+        return GestaoScouterClient.from_settings(
+            settings_from_variables({URL_VAR: self.url or "", KEY_VAR: self.service_key or ""})
+        )
 
     def effective_batch_size(self) -> int:
-        return self.batch_size or int(os.environ.get("GESTAO_SCOUTER_BATCH_SIZE", "50"))
+        return self.batch_size
 
 
 def default_field_mappings() -> dict[str, Any]:
