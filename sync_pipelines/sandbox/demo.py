@@ -114,7 +114,31 @@ def materialize_everything(defs, instance, log=print) -> Counter:
     return outcomes
 
 
+def _planted() -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for part in PARTS:
+        merged.update(part.planted)
+    return merged
+
+
+def _failed_checks(instance) -> list[str]:
+    """``asset/key:check`` of every check whose latest evaluation failed."""
+    from dagster import DagsterEventType, EventRecordsFilter
+
+    latest: dict[str, bool] = {}
+    records = instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True
+    )
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        latest[name] = evaluation.passed
+    return sorted(name for name, passed in latest.items() if not passed)
+
+
 def summary_lines(instance) -> list[str]:
+    """Rows per table, the runs and the failed checks, each planted failure with its reason."""
+    planted = _planted()
     lines = ["rows per table:"]
     for role in ROLES:
         try:
@@ -128,16 +152,24 @@ def summary_lines(instance) -> list[str]:
                     count = conn.execute(
                         sa.text(f"SELECT count(*) FROM {db.table(table)}")
                     ).scalar()
-                    marker = (
-                        "  <- failures" if any(w in table for w in ("failure", "error")) else ""
-                    )
-                    lines.append(f"  {role + '.' + table:<48} {count:>8}{marker}")
+                    name = f"{role}.{table}"
+                    marker = ""
+                    if count and name in planted:
+                        marker = f"  <- planted: {planted[name]}"
+                    elif count and any(w in table for w in ("failure", "error")):
+                        marker = "  <- failures: not planted by the sandbox, look at them"
+                    lines.append(f"  {name:<48} {count:>8}{marker}")
         finally:
             db.dispose()
     statuses = Counter(run.status.value for run in instance.get_runs())
     lines.append(
         "dagster runs: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))
     )
+    failed = _failed_checks(instance)
+    lines.append(f"failed checks: {len(failed)}" + (" (red in the UI):" if failed else ""))
+    for name in failed:
+        why = planted.get(name, "NOT planted by the sandbox: open the check in the UI")
+        lines.append(f"  {name}: {why}")
     return lines
 
 

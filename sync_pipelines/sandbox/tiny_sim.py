@@ -1259,6 +1259,15 @@ TINY_PART = SandboxPart(
     name="tiny",
     simulator=_demo_simulator,
     env=_sandbox_env,
+    planted={
+        "tiny.import_failures": (
+            "the simulator serves 5 orders with malformed details (a 31/02 date, 'abc' as a "
+            "total…): each is kept as a failure row with the reason, retried, never dropped"
+        ),
+        "tiny/integrity_report:api_and_table_agree": (
+            "red because those 5 planted orders exist in Tiny but cannot be imported"
+        ),
+    },
     # A month of the old 2014 shape, a mid-history month and the current one.
     demo_partitions=lambda: {
         "tiny/service_orders_history": [
