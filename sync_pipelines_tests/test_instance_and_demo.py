@@ -235,7 +235,12 @@ def test_demo_with_a_busy_port_says_so_and_starts_nothing(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         proc = _start(["demo", "--port", str(port)], sandbox_dir, log)
-        assert proc.wait(timeout=120) == 2
+        try:
+            assert proc.wait(timeout=120) == 2
+        finally:
+            if proc.poll() is None:  # it carried on: stop it and what it started
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=120)
     output = log.read_text()
     assert f"port {port} on 127.0.0.1 is already in use" in output
     assert "make demo PORT=" in output and "--port" in output
