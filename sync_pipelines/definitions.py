@@ -14,19 +14,23 @@ from .hubsoft import defs as hubsoft
 from .local_sync import defs as local_sync
 from .operations import defs as operations
 from .operations.freshness import with_schedule_freshness
+from .operations.run_limits import with_max_runtime
 from .resources import database_resources
 from .scouter import defs as scouter
 from .tiny import defs as tiny
 
-# Every scheduled asset also gets a freshness policy derived from its schedule.
-defs = with_schedule_freshness(
-    Definitions.merge(
-        operations.defs,
-        tiny.defs,
-        detran.defs,
-        hubsoft.defs,
-        scouter.defs,
-        local_sync.defs,
-        Definitions(resources=database_resources()),
+# Every scheduled asset also gets a freshness policy derived from its schedule, and every
+# job the bound on its runs' duration (operations/run_limits.py).
+defs = with_max_runtime(
+    with_schedule_freshness(
+        Definitions.merge(
+            operations.defs,
+            tiny.defs,
+            detran.defs,
+            hubsoft.defs,
+            scouter.defs,
+            local_sync.defs,
+            Definitions(resources=database_resources()),
+        )
     )
 )

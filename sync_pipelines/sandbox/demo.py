@@ -9,7 +9,6 @@ in its ``SandboxPart.demo_partitions``; an asset without an entry gets its lates
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 
@@ -19,7 +18,7 @@ from ..lib.db import ROLES, database_for_role
 from ..lib.migrations import migrate, migration_roles
 from ..pools import POOL_LIMITS
 from .parts import PARTS
-from .runner import PROJECT_ROOT, Sandbox
+from .runner import PROJECT_ROOT, PortInUse, Sandbox, check_port_free, interrupts_ignored
 
 # Step-level DEBUG events stay in the run's log in the UI; the terminal shows INFO and up.
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -173,16 +172,27 @@ def summary_lines(instance) -> list[str]:
     return lines
 
 
-def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
-    from dagster import DagsterInstance
+def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000, runs: bool = True) -> int:
+    """The demo; ``runs=False`` serves the UI on the sandbox as an earlier demo left it.
 
-    from ..definitions import defs
-
+    Ctrl-C (SIGINT) and SIGTERM (the CLI turns it into the same interrupt) stop everything it
+    started, whatever it is doing: ``dagster dev`` with its webserver, daemon and code
+    servers, the simulators and the embedded PostgreSQL. Leftovers of a demo that was killed
+    are stopped first.
+    """
     sandbox = Sandbox()
-    print("starting the sandbox…")
-    env = sandbox.start()
-    os.environ.update(env)
     try:
+        from dagster import DagsterInstance
+
+        from ..definitions import defs
+
+        # Leftovers first: a killed demo's `dagster dev` may still hold the port.
+        sandbox.clear_leftovers()
+        if ui:
+            check_port_free(host, port)
+        print("starting the sandbox…")
+        env = sandbox.start()
+        os.environ.update(env)
         for line in sandbox.describe():
             print(f"  {line}")
         print("applying migrations…")
@@ -191,19 +201,21 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
         set_pool_limits(instance)
         print("preparing source data…")
         prepare_sources(env, instance)
-        print("materializing every asset once…")
-        outcomes = materialize_everything(defs, instance)
-        print()
-        for line in summary_lines(instance):
-            print(line)
-        failed = outcomes["failure"]
-        print(f"\ndemo: {outcomes['success']} run(s) succeeded, {failed} failed")
-        if failed:
-            print("open the UI (make demo) and look at the failed runs' logs for the reason.")
+        failed = 0
+        if runs:
+            print("materializing every asset once…")
+            outcomes = materialize_everything(defs, instance)
+            print()
+            for line in summary_lines(instance):
+                print(line)
+            failed = outcomes["failure"]
+            print(f"\ndemo: {outcomes['success']} run(s) succeeded, {failed} failed")
+            if failed:
+                print("open the UI (make demo) and look at the failed runs' logs for the reason.")
         if not ui:
             return 1 if failed else 0
         print(f"\nDagster UI on http://{host}:{port} (webserver + daemon; Ctrl-C stops everything)")
-        proc = subprocess.Popen(
+        proc = sandbox.spawn(
             [
                 sys.executable,
                 "-m",
@@ -219,11 +231,13 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
             cwd=PROJECT_ROOT,
             env={**os.environ},
         )
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=30)
-            return 0
+        return proc.wait()
+    except PortInUse as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopping the demo…")
+        return 0
     finally:
-        sandbox.stop()
+        with interrupts_ignored():
+            sandbox.stop()
