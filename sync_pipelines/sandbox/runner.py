@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -196,6 +197,9 @@ class Sandbox:
             "# Written by `sync-pipelines sandbox`: source it to point the CLI at the sandbox."
         ]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(self.env.items())]
+        # The venv's `dagster`, `dg` and `sync-pipelines` on PATH, as an activated venv would.
+        venv_bin = shlex.quote(str(Path(sys.executable).parent))
+        lines.append(f'export PATH={venv_bin}:"$PATH"')
         (self.root / "env").write_text("\n".join(lines) + "\n")
 
     def describe(self) -> list[str]:
