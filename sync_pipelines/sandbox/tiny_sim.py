@@ -51,15 +51,16 @@ Choices where the contract is unsure (each a constructor knob, also settable at 
   a client must not read its absence as "this was the last page".
 
 Changes while a client pages. ``change_status_when_listed(id, situacao)`` changes an order's
-status right after the next list reply that shows it, as a Tiny user finishing or
-cancelling an order between two page requests would: the client has read the old status,
-and every status-filtered listing after that reply has shifted by one place.
+status once a list reply has shown it, when the next list request arrives, as a Tiny user
+finishing or cancelling an order between two page requests would: the client has read (and
+stored) the old status, and the status-filtered listing it is paging has shifted by one.
 
 Speed. The sandbox machine has two cores and a sync may run several workers at once, so a
 request never scans all orders: orders are indexed by month, both overall and per status,
 each index a list sorted by (data, id). A listing bisects the first and last months of the
-date range and walks whole months in between: O(months + limit). This serves well over 50
-requests/s; ``test_list_requests_serve_at_least_50_per_second`` guards it.
+date range and walks whole months in between: O(months + offset + limit), counted in
+``stats()["list_entries_walked"]`` (a test bounds it; ``bench/bench_tiny_sim.py`` prints the
+requests per second).
 """
 
 from __future__ import annotations
@@ -377,8 +378,9 @@ class TinySimulator(Simulator):
         self.default_order = default_order
         self.rate_limit_header_prefix = rate_limit_header_prefix
         self.omit_paginacao = omit_paginacao
-        # order id -> (situacao, dataConclusao) applied after the next reply listing it
-        self._change_when_listed: dict[int, tuple[str, str | None]] = {}
+        # order id -> [situacao, dataConclusao, armed]: armed by a reply that lists the order,
+        # applied when the next list request arrives
+        self._change_when_listed: dict[int, list[Any]] = {}
 
         # Orders: the detail payload is the record; the list item is rendered from it.
         self._orders: dict[int, dict[str, Any]] = {}
@@ -784,14 +786,16 @@ class TinySimulator(Simulator):
     def change_status_when_listed(
         self, order_id: int, situacao: str | int, data_conclusao: str | None = None
     ) -> None:
-        """Change the order's status right after the next list reply that shows it."""
+        """Change the order's status once a list reply has shown it, when the next list
+        request arrives: the client has read (and may have stored) the old status, and the
+        page it asks for now is built after the change."""
         situacao = str(situacao)
         if situacao not in ALL_STATUSES:
             raise ValueError(f"situacao must be one of {ALL_STATUSES}, got {situacao!r}")
         with self._lock:
             if order_id not in self._orders:
                 raise KeyError(order_id)
-            self._change_when_listed[order_id] = (situacao, data_conclusao)
+            self._change_when_listed[order_id] = [situacao, data_conclusao, False]
 
     def edit(self, order_id: int, **fields: Any) -> dict[str, Any]:
         """Set detail fields that no index depends on (``dataPrevista``, ``dataConclusao``...)."""
@@ -1159,6 +1163,12 @@ class TinySimulator(Simulator):
             )
 
         with self._lock:
+            for order_id, (new, conclusion, armed) in list(self._change_when_listed.items()):
+                if armed:
+                    del self._change_when_listed[order_id]
+                    self._set_status_locked(order_id, new, conclusion)
+                    self._stats["status_changes"] += 1
+                    self._stats["changed_while_listed"] += 1
             if numero is not None:
                 ids = [i for i in self._by_numero.get(numero, []) if keep(i)]
                 ids.sort(key=lambda i: (self._orders[i]["data"], i), reverse=order == "desc")
@@ -1170,21 +1180,24 @@ class TinySimulator(Simulator):
                     # Rare filters the sync never uses: a scan of the date/status range.
                     ids = [i for i in walk if keep(i)]
                     total, page = len(ids), ids[offset : offset + limit]
+                    walked = sum(hi - lo for _, lo, hi in segments)
                 else:
                     total = sum(hi - lo for _, lo, hi in segments)
                     page = []
+                    walked = 0
                     for position, order_id in enumerate(walk):
                         if position >= offset + limit:
                             break
+                        walked += 1
                         if position >= offset:
                             page.append(order_id)
+                # Index entries one listing touched: bounded by offset + limit, never by the
+                # account's size (tests assert it; bench/bench_tiny_sim.py prints the speed).
+                self._stats["list_entries_walked"] += walked
             items = [self.list_item(i) for i in page]
             for order_id in page:
-                change = self._change_when_listed.pop(order_id, None)
-                if change is not None:
-                    self._set_status_locked(order_id, *change)
-                    self._stats["status_changes"] += 1
-                    self._stats["changed_while_listed"] += 1
+                if order_id in self._change_when_listed:
+                    self._change_when_listed[order_id][2] = True
         if self.omit_paginacao:
             return Response.json({"itens": items})
         return Response.json(

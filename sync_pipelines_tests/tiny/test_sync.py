@@ -11,6 +11,7 @@ import textwrap
 
 import sqlalchemy as sa
 
+from sync_pipelines.sandbox.tiny_sim import SANDBOX_CREDENTIALS_KEY
 from sync_pipelines.tiny.sync import (
     check_integrity,
     failure_counts,
@@ -18,8 +19,6 @@ from sync_pipelines.tiny.sync import (
     sync_incremental,
     sync_month,
 )
-
-from sync_pipelines.sandbox.tiny_sim import SANDBOX_CREDENTIALS_KEY
 
 from .conftest import make_client, oauth_settings, stored_pair
 
