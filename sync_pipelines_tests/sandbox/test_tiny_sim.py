@@ -482,6 +482,35 @@ def test_status_change_shows_in_list_and_detail_and_shifts_status_pages(sim) -> 
     assert truth == sim.snapshot()
 
 
+def test_an_order_listed_on_one_page_changes_before_the_next_page_is_served(sim) -> None:
+    session = api_session(sim)
+    before = [i["id"] for i in all_items(session, sim, situacao="3")]
+    moved = before[0]
+    reply = requests.post(
+        f"{sim.base_url}/__admin/tiny/orders/{moved}/change-when-listed",
+        json={"situacao": "7"},
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    first = api(session, sim, situacao="3", orderBy="asc", limit=5).json()["itens"]
+    assert first[0] == {**first[0], "id": moved, "situacao": "3"}  # read before the change
+    assert sim.snapshot()[moved] == "3"  # nothing changes until the client asks again
+    second = api(session, sim, situacao="3", orderBy="asc", offset=5, limit=5).json()["itens"]
+    assert sim.snapshot()[moved] == "7"
+    # The listing shifted under the client: before[5] is on no page it reads.
+    assert [i["id"] for i in second] == before[6:11]
+    assert sim.stats()["changed_while_listed"] == 1
+
+
+def test_a_list_reply_may_come_without_paginacao(sim) -> None:
+    session = api_session(sim)
+    sim.configure(omit_paginacao=True)
+    body = api(session, sim, limit=5).json()
+    assert len(body["itens"]) == 5 and "paginacao" not in body
+    sim.configure(omit_paginacao=False)
+    assert api(session, sim, limit=5).json()["paginacao"]["total"] == 400
+
+
 def test_added_orders_appear_in_their_month_with_new_ids(sim) -> None:
     old_max = max(sim.snapshot())
     reply = requests.post(
