@@ -14,6 +14,8 @@ Guards (issue 10): every asset stops early when Tiny fails ``TINY_CIRCUIT_BREAKE
 (5) calls in a row; the run fails with the reason and the resume point in the failure's
 metadata. A refused token renewal (``invalid_grant``) fails the run and alerts the admins
 once, with the re-authorization steps; the next successful Tiny run sends "resolved".
+A renewal that lost a race with a worker outside the row lock (``TinyTokenRace``) is not a
+lost authorization: the run fails saying a rerun will do, with retries allowed, no alert.
 """
 
 import datetime as dt
@@ -43,7 +45,13 @@ from ..lib.alerts import AlertState, announce
 from ..lib.db import Database
 from ..resources import DatabaseResource, TelegramResource
 from .breaker import CircuitOpen
-from .client import TinyClient, TinyReauthorizationRequired, build_client, settings_from_env
+from .client import (
+    TinyClient,
+    TinyReauthorizationRequired,
+    TinyTokenRace,
+    build_client,
+    settings_from_env,
+)
 from .parse import ALL_STATUSES
 from .sync import (
     MAX_ATTEMPTS,
@@ -147,6 +155,10 @@ def _client(
     except TinyReauthorizationRequired as exc:
         _reauthorization_alert(context, telegram, control_db, True, str(exc))
         raise Failure(description=str(exc), allow_retries=False) from None
+    except TinyTokenRace as exc:
+        # The authorization is fine (another worker holds the newest pair): let run_retries
+        # rerun it, and do not page the admins.
+        raise Failure(description=str(exc), allow_retries=True) from None
     except CircuitOpen as stop:
         metadata = {
             "consecutive_errors": MetadataValue.int(stop.failures),
