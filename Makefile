@@ -1,7 +1,9 @@
 # Two commands for a fresh machine with Python >= 3.11 and make:
 #   make demo   - creates .venv, installs, runs the demo and serves the Dagster UI
 #   make test   - creates .venv, installs, runs the test suite
+# The UI's port: make demo PORT=3001 (default 3000).
 PYTHON ?= python3
+PORT ?= 3000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml requirements/dev.lock | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sync-pipelines demo
+	$(BIN)/sync-pipelines demo --port $(PORT)
 
 demo-no-ui: $(STAMP)
 	$(BIN)/sync-pipelines demo --no-ui

@@ -27,6 +27,7 @@ from sync_pipelines.sandbox.tiny_sim import (
     API_PREFIX,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
+    SANDBOX_CREDENTIALS_KEY,
     TOKEN_PATH,
     TinySimulator,
 )
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace, url: str) -> None:
             SANDBOX_CLIENT_ID,
             SANDBOX_CLIENT_SECRET,
             initial_refresh_token=refresh,
+            credentials_key=SANDBOX_CREDENTIALS_KEY,
         )
         limiter = SharedRateLimiter(
             db, f"tiny:{SANDBOX_CLIENT_ID}", args.limit, args.window, burst=2

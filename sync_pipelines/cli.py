@@ -73,16 +73,27 @@ def cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a service manager, `kill`, a closed session) stops the sandbox and the demo the
+    same way Ctrl-C does: through their clean-up, never leaving PostgreSQL or Dagster running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from .sandbox.demo import apply_migrations, prepare_sources, set_pool_limits
-    from .sandbox.runner import Sandbox
+    from .sandbox.runner import Sandbox, interrupts_ignored
 
+    _sigterm_as_interrupt()
     sandbox = Sandbox()
-    env = sandbox.start()
-    os.environ.update(env)
     try:
+        env = sandbox.start()
+        os.environ.update(env)
         apply_migrations(lambda msg: None)
         with DagsterInstance.get() as instance:
             set_pool_limits(instance)
@@ -94,14 +105,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             "point a shell at it with:  source .sandbox/env     (Ctrl-C stops the sandbox)",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("\nstopping the sandbox")
         return 0
     finally:
-        sandbox.stop()
+        with interrupts_ignored():
+            sandbox.stop()
 
 
 def cmd_tiny_authorize(args: argparse.Namespace) -> int:
@@ -135,7 +146,8 @@ def cmd_detran_add_examiner(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .sandbox.demo import run_demo
 
-    return run_demo(ui=not args.no_ui, host=args.host, port=args.port)
+    _sigterm_as_interrupt()
+    return run_demo(ui=not args.no_ui, host=args.host, port=args.port, runs=not args.no_runs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,8 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-ui", action="store_true", help="exit after the summary instead of serving the UI"
     )
+    p.add_argument(
+        "--no-runs",
+        action="store_true",
+        help="skip materializing: serve the UI on the sandbox as the last demo left it",
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=int, default=3000, help="the UI's port (make demo PORT=...)")
     p.set_defaults(func=cmd_demo)
 
     tiny = sub.add_parser("tiny", help="Tiny ERP helpers").add_subparsers(

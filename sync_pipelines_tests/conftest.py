@@ -15,7 +15,35 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from sync_pipelines.lib.db import Database, create_database, normalize_url, quote_ident
+from sync_pipelines.lib.db import (
+    SHARED_URL_VAR,
+    Database,
+    create_database,
+    normalize_url,
+    quote_ident,
+)
+
+
+def _load_project_definitions() -> None:
+    """Import the project's definitions once, before test modules do.
+
+    Loading them needs a database variable (they fail naming it otherwise). Test modules
+    import ``defs`` for its structure; a test that runs through them calls
+    ``build_defs()`` after its fixtures set the variables. The stand-in URL is never
+    connected to: every EnvVar is resolved when a run starts, from the test's own variables.
+    """
+    if os.environ.get(SHARED_URL_VAR):
+        import sync_pipelines.definitions  # noqa: F401
+
+        return
+    os.environ[SHARED_URL_VAR] = "postgresql+psycopg2://tests@127.0.0.1:9/set_by_each_test"
+    try:
+        import sync_pipelines.definitions  # noqa: F401
+    finally:
+        del os.environ[SHARED_URL_VAR]
+
+
+_load_project_definitions()
 
 MYSQL_SKIP = (
     "MySQL/MariaDB tests need a server: set SYNC_TEST_MYSQL_URL "

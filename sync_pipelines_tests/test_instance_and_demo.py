@@ -1,15 +1,21 @@
 """dagster.yaml gives a PostgreSQL-backed instance with queues, pools, retries and monitoring,
-and the demo runs end to end on it (against a server URL, and on the embedded PostgreSQL)."""
+and the demo runs end to end on it (against a server URL, and on the embedded PostgreSQL);
+the demo and the sandbox stop everything they started, even after an earlier one was killed."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import requests
 import sqlalchemy as sa
 from dagster import DagsterInstance, materialize
 
@@ -18,6 +24,7 @@ from sync_pipelines.operations.defs import database_schema
 from sync_pipelines.pools import POOL_LIMITS
 
 from .dagster_db import scratch_database
+from .operations.dagster_services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +53,11 @@ def test_instance_uses_postgres_queue_retries_and_monitoring(instance):
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert instance.run_monitoring_enabled
+    # The worker health check is what lets monitoring fail a run whose worker died.
+    assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
+    assert instance.run_launcher.supports_check_run_worker_health
+    assert instance.run_monitoring_poll_interval_seconds <= 60
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
 
 
 def test_pool_limits_are_set_on_the_instance(instance):
@@ -105,3 +117,132 @@ def test_demo_starts_an_embedded_postgres_when_no_database_is_set(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "(embedded" in result.stdout
     assert "0 failed" in result.stdout
+
+
+# ---- start and stop: nothing of a demo or a sandbox outlives it -----------------------------
+
+
+def _processes_of(sandbox_dir: Path) -> list[str]:
+    """Processes of a sandbox: PostgreSQL names its data folder on its command line; the demo's
+    Dagster processes inherit SYNC_SANDBOX_DIR."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            mine = str(sandbox_dir) in cmdline
+            if not mine and proc.pid != os.getpid():
+                mine = proc.environ().get("SYNC_SANDBOX_DIR") == str(sandbox_dir)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if mine and proc.status() != psutil.STATUS_ZOMBIE:
+            found.append(f"{proc.pid} {cmdline[:160]}")
+    return found
+
+
+def _start(args: list[str], sandbox_dir: Path, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "DAGSTER_"))}
+    env["SYNC_SANDBOX_DIR"] = str(sandbox_dir)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sync_pipelines.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_until(proc: subprocess.Popen, log: Path, ready, what: str) -> None:
+    deadline = time.monotonic() + 300  # a generous polling deadline for a loaded machine
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}:\n{log.read_text()}"
+        if ready():
+            return
+        time.sleep(1)
+    raise AssertionError(f"gave up waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def _ui_answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/server_info", timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def _stopped(proc: subprocess.Popen, sig: int, log: Path) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"did not stop on signal {sig}:\n{log.read_text()[-3000:]}") from None
+
+
+def test_demo_ui_killed_then_restarted_then_interrupted_leaves_nothing_running(tmp_path):
+    pytest.importorskip("pgserver", reason="the embedded PostgreSQL needs the pgserver package")
+    sandbox_dir, port = tmp_path / "sandbox", free_port()
+    args = ["demo", "--no-runs", "--port", str(port)]
+    log1, log2 = tmp_path / "demo1.log", tmp_path / "demo2.log"
+    first = _start(args, sandbox_dir, log1)
+    _wait_until(first, log1, lambda: _ui_answers(port), "the first demo's UI")
+    first.kill()  # SIGKILL: no clean-up at all
+    first.wait()
+    left = _processes_of(sandbox_dir)
+    # What a killed demo leaves behind: its PostgreSQL and its Dagster processes (UI included).
+    assert any("postgres" in p for p in left) and any("dagster" in p for p in left), left
+    assert _ui_answers(port)
+
+    second = _start(args, sandbox_dir, log2)
+    try:
+        # Its own webserver: the leftover one held the port and must have been stopped first.
+        _wait_until(
+            second,
+            log2,
+            lambda: "Serving dagster-webserver" in log2.read_text() and _ui_answers(port),
+            "the second demo's UI",
+        )
+        assert _stopped(second, signal.SIGINT, log2) == 0
+    finally:
+        second.kill()
+    assert "stopping the demo" in log2.read_text()
+    assert _processes_of(sandbox_dir) == []
+    assert not _ui_answers(port)
+
+
+def test_sandbox_killed_then_restarted_then_terminated_leaves_nothing_running(tmp_path):
+    pytest.importorskip("pgserver", reason="the embedded PostgreSQL needs the pgserver package")
+    sandbox_dir, log1, log2 = tmp_path / "sandbox", tmp_path / "one.log", tmp_path / "two.log"
+    first = _start(["sandbox"], sandbox_dir, log1)
+    _wait_until(first, log1, lambda: "sandbox running" in log1.read_text(), "the first sandbox")
+    first.kill()
+    first.wait()
+    assert any("postgres" in p for p in _processes_of(sandbox_dir))
+
+    second = _start(["sandbox"], sandbox_dir, log2)
+    try:
+        _wait_until(second, log2, lambda: "sandbox running" in log2.read_text(), "the second one")
+        assert _stopped(second, signal.SIGTERM, log2) == 0
+    finally:
+        second.kill()
+    assert "stopping the sandbox" in log2.read_text()
+    assert _processes_of(sandbox_dir) == []
+
+
+def test_demo_with_a_busy_port_says_so_and_starts_nothing(tmp_path):
+    sandbox_dir, log = tmp_path / "sandbox", tmp_path / "demo.log"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _start(["demo", "--port", str(port)], sandbox_dir, log)
+        try:
+            assert proc.wait(timeout=120) == 2
+        finally:
+            if proc.poll() is None:  # it carried on: stop it and what it started
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=120)
+    output = log.read_text()
+    assert f"port {port} on 127.0.0.1 is already in use" in output
+    assert "make demo PORT=" in output and "--port" in output
+    assert not (sandbox_dir / "pg").exists()
+    assert not (sandbox_dir / "env").exists()

@@ -72,24 +72,54 @@ _PII = re.compile(
     re.VERBOSE,
 )
 
-_registered: frozenset[str] = frozenset()
+_registered: frozenset[str] = frozenset()  # values registered for good
+_slots: dict[str, tuple[str, ...]] = {}  # slot -> its newest values, newest first
 _registered_re: re.Pattern[str] | None = None
 _registered_lock = threading.Lock()
+# A rotating secret (an OAuth token renewed every few minutes) keeps its newest value and the
+# one before it: a line logged while the renewal was in flight still shows the previous one.
+SLOT_HISTORY = 2
 
 
-def register_secret(value: str | None) -> None:
-    """Mask this exact value wherever it appears from now on (tokens read at runtime...)."""
-    global _registered, _registered_re
+def _rebuild_locked() -> None:
+    global _registered_re
+    values = set(_registered).union(*_slots.values())
+    # Longest first, so a secret containing another is masked whole.
+    alternatives = sorted(values, key=len, reverse=True)
+    _registered_re = (
+        re.compile("|".join(re.escape(v) for v in alternatives)) if alternatives else None
+    )
+
+
+def register_secret(value: str | None, *, slot: str | None = None) -> None:
+    """Mask this exact value wherever it appears from now on (tokens read at runtime...).
+
+    ``slot`` names a secret that rotates (``"tiny:access_token"``): its new value replaces
+    the old ones but the last ``SLOT_HISTORY``, so a long run that renews a token thousands of
+    times keeps a bounded set of values (and a bounded cost per masked line) instead of
+    every token it ever saw.
+    """
+    global _registered
     # Very short values would mask ordinary text everywhere.
     if not value or len(value) < 4:
         return
     with _registered_lock:
-        if value in _registered:
-            return
-        _registered = _registered | {value}
-        # Longest first, so a secret containing another is masked whole.
-        alternatives = sorted(_registered, key=len, reverse=True)
-        _registered_re = re.compile("|".join(re.escape(v) for v in alternatives))
+        if slot is None:
+            if value in _registered:
+                return
+            _registered = _registered | {value}
+        else:
+            current = _slots.get(slot, ())
+            if current[:1] == (value,):
+                return
+            _slots[slot] = (value, *(v for v in current if v != value))[:SLOT_HISTORY]
+        _rebuild_locked()
+
+
+def registered_secret_count() -> int:
+    """How many distinct values ``redact`` masks by exact match (bounded for rotating slots)."""
+    with _registered_lock:
+        return len(set(_registered).union(*_slots.values()))
 
 
 def _keep_last_digits(text: str, keep: int = 4) -> str:

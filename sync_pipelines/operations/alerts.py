@@ -96,8 +96,11 @@ def failure_message(context: RunFailureSensorContext) -> str:
     name="run_failure_telegram_alert",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # Runs launched against another code location of the instance (a second workspace
+    # entry, a CLI launch) fail just as loudly.
+    monitor_all_code_locations=True,
     description=(
-        "Sends each failed run of this code location to the admins on Telegram: job, "
+        "Sends each failed run of every code location to the admins on Telegram: job, "
         "partition, first error line (secrets and personal data redacted), link to the run."
     ),
 )

@@ -9,7 +9,6 @@ in its ``SandboxPart.demo_partitions``; an asset without an entry gets its lates
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 
@@ -19,7 +18,7 @@ from ..lib.db import ROLES, database_for_role
 from ..lib.migrations import migrate, migration_roles
 from ..pools import POOL_LIMITS
 from .parts import PARTS
-from .runner import PROJECT_ROOT, Sandbox
+from .runner import PROJECT_ROOT, PortInUse, Sandbox, check_port_free, interrupts_ignored
 
 # Step-level DEBUG events stay in the run's log in the UI; the terminal shows INFO and up.
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -114,7 +113,31 @@ def materialize_everything(defs, instance, log=print) -> Counter:
     return outcomes
 
 
+def _planted() -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for part in PARTS:
+        merged.update(part.planted)
+    return merged
+
+
+def _failed_checks(instance) -> list[str]:
+    """``asset/key:check`` of every check whose latest evaluation failed."""
+    from dagster import DagsterEventType, EventRecordsFilter
+
+    latest: dict[str, bool] = {}
+    records = instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), ascending=True
+    )
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        latest[name] = evaluation.passed
+    return sorted(name for name, passed in latest.items() if not passed)
+
+
 def summary_lines(instance) -> list[str]:
+    """Rows per table, the runs and the failed checks, each planted failure with its reason."""
+    planted = _planted()
     lines = ["rows per table:"]
     for role in ROLES:
         try:
@@ -128,29 +151,48 @@ def summary_lines(instance) -> list[str]:
                     count = conn.execute(
                         sa.text(f"SELECT count(*) FROM {db.table(table)}")
                     ).scalar()
-                    marker = (
-                        "  <- failures" if any(w in table for w in ("failure", "error")) else ""
-                    )
-                    lines.append(f"  {role + '.' + table:<48} {count:>8}{marker}")
+                    name = f"{role}.{table}"
+                    marker = ""
+                    if count and name in planted:
+                        marker = f"  <- planted: {planted[name]}"
+                    elif count and any(w in table for w in ("failure", "error")):
+                        marker = "  <- failures: not planted by the sandbox, look at them"
+                    lines.append(f"  {name:<48} {count:>8}{marker}")
         finally:
             db.dispose()
     statuses = Counter(run.status.value for run in instance.get_runs())
     lines.append(
         "dagster runs: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))
     )
+    failed = _failed_checks(instance)
+    lines.append(f"failed checks: {len(failed)}" + (" (red in the UI):" if failed else ""))
+    for name in failed:
+        why = planted.get(name, "NOT planted by the sandbox: open the check in the UI")
+        lines.append(f"  {name}: {why}")
     return lines
 
 
-def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
-    from dagster import DagsterInstance
+def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000, runs: bool = True) -> int:
+    """The demo; ``runs=False`` serves the UI on the sandbox as an earlier demo left it.
 
-    from ..definitions import defs
-
+    Ctrl-C (SIGINT) and SIGTERM (the CLI turns it into the same interrupt) stop everything it
+    started, whatever it is doing: ``dagster dev`` with its webserver, daemon and code
+    servers, the simulators and the embedded PostgreSQL. Leftovers of a demo that was killed
+    are stopped first.
+    """
     sandbox = Sandbox()
-    print("starting the sandbox…")
-    env = sandbox.start()
-    os.environ.update(env)
     try:
+        from dagster import DagsterInstance
+
+        from ..definitions import build_defs
+
+        # Leftovers first: a killed demo's `dagster dev` may still hold the port.
+        sandbox.clear_leftovers()
+        if ui:
+            check_port_free(host, port)
+        print("starting the sandbox…")
+        env = sandbox.start()
+        os.environ.update(env)
         for line in sandbox.describe():
             print(f"  {line}")
         print("applying migrations…")
@@ -159,19 +201,21 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
         set_pool_limits(instance)
         print("preparing source data…")
         prepare_sources(env, instance)
-        print("materializing every asset once…")
-        outcomes = materialize_everything(defs, instance)
-        print()
-        for line in summary_lines(instance):
-            print(line)
-        failed = outcomes["failure"]
-        print(f"\ndemo: {outcomes['success']} run(s) succeeded, {failed} failed")
-        if failed:
-            print("open the UI (make demo) and look at the failed runs' logs for the reason.")
+        failed = 0
+        if runs:
+            print("materializing every asset once…")
+            outcomes = materialize_everything(build_defs(), instance)
+            print()
+            for line in summary_lines(instance):
+                print(line)
+            failed = outcomes["failure"]
+            print(f"\ndemo: {outcomes['success']} run(s) succeeded, {failed} failed")
+            if failed:
+                print("open the UI (make demo) and look at the failed runs' logs for the reason.")
         if not ui:
             return 1 if failed else 0
         print(f"\nDagster UI on http://{host}:{port} (webserver + daemon; Ctrl-C stops everything)")
-        proc = subprocess.Popen(
+        proc = sandbox.spawn(
             [
                 sys.executable,
                 "-m",
@@ -187,11 +231,13 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000) -> int:
             cwd=PROJECT_ROOT,
             env={**os.environ},
         )
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=30)
-            return 0
+        return proc.wait()
+    except PortInUse as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopping the demo…")
+        return 0
     finally:
-        sandbox.stop()
+        with interrupts_ignored():
+            sandbox.stop()

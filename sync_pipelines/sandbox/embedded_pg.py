@@ -3,12 +3,22 @@
 Uses the ``pgserver`` package (PostgreSQL 16 binaries shipped in a wheel; it also runs as
 root). The server listens on a Unix socket inside its data folder, so nothing on the
 machine's TCP ports is touched.
+
+pgserver counts the processes using a server in ``<folder>/.handle_pids.json`` and stops the
+server when the last one lets go. A process killed without cleaning up (SIGKILL) stays in that
+list forever, so the server would never be stopped again: ``start`` first drops every pid
+there that no longer belongs to a live holder (``clear_stale_handles``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+import psutil
+
+HANDLES_FILE = ".handle_pids.json"
 
 EMBEDDED_HINT = (
     "No PostgreSQL URL is set and the embedded server is not available. Either set "
@@ -34,6 +44,7 @@ class EmbeddedPostgres:
         except ImportError as exc:
             raise RuntimeError(EMBEDDED_HINT) from exc
         self.folder.parent.mkdir(parents=True, exist_ok=True)
+        clear_stale_handles(self.folder)
         self._server = pgserver.get_server(
             self.folder, cleanup_mode=None if self.keep_running else "stop"
         )
@@ -47,3 +58,27 @@ class EmbeddedPostgres:
         if self._server is not None and not self.keep_running:
             self._server.cleanup()
         self._server = None
+
+
+def clear_stale_handles(folder: Path) -> list[int]:
+    """Remove from pgserver's holder list the pids of processes that are gone; return them.
+
+    A holder wrote itself into the file after it started, so a live process created after the
+    file's last change is not a holder but a newer process that got a dead holder's pid.
+    """
+    handles = Path(folder) / HANDLES_FILE
+    if not handles.exists():
+        return []
+    pids = json.loads(handles.read_text() or "[]")
+    written = handles.stat().st_mtime
+    stale = []
+    for pid in pids:
+        try:
+            alive = psutil.Process(pid).create_time() <= written + 1.0
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            stale.append(pid)
+    if stale:
+        handles.write_text(json.dumps([pid for pid in pids if pid not in stale]))
+    return stale

@@ -403,6 +403,11 @@ class Simulator:
                 return "malformed_rate"
         return None
 
+    def _delay(self, seconds: float) -> None:
+        """Hold the reply back (latency, hang, outage timeout faults); ``stop`` cuts it short.
+        Tests override it to see the delay asked for without measuring time."""
+        self._stopping.wait(seconds)
+
     # ---- dispatch ---------------------------------------------------------------------
 
     def _call_handler(self, request: Request) -> Response:
@@ -446,7 +451,7 @@ class Simulator:
             raise
         entry.fault = fault
         if sleep:
-            self._stopping.wait(sleep)
+            self._delay(sleep)
         if reply is None:
             reply = self._call_handler(request)
             post = self._post_faults(request)

@@ -199,6 +199,15 @@ SCOUTER_PART = SandboxPart(
         "GESTAO_SCOUTER_REVERSE_SYNC": "false",
     },
     prepare=prepare,
+    planted={
+        "tabuladormax.gestao_scouter_export_errors": (
+            "two leads a day carry values Gestão Scouter refuses ('amanhã 14h' as a time, "
+            "'MX-…' as a number): each is isolated as an error row, the rest is exported"
+        ),
+        "gestao_scouter/leads_export:no_export_errors_last_24h": (
+            "red because of those planted leads (see gestao_scouter_export_errors)"
+        ),
+    },
     demo_partitions=lambda: {
         "gestao_scouter/leads_export": [d.isoformat() for d in demo_days()[-2:]],
     },

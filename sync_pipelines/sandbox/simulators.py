@@ -8,7 +8,7 @@ is imported by production code.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -30,3 +30,6 @@ class SandboxPart:
     # runs}. A function, not a dict: keys such as "this month" are read when the demo runs,
     # on the clock it runs under, never frozen at import time.
     demo_partitions: Callable[[], dict[str, list[str]]] = dict
+    # what the part's data gets wrong on purpose, so the demo summary can say why a failures
+    # table has rows or a check fails: "role.table" or "asset/key:check_name" -> the reason
+    planted: dict[str, str] = field(default_factory=dict)

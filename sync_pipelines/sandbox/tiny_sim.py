@@ -46,12 +46,21 @@ Choices where the contract is unsure (each a constructor knob, also settable at 
   the second fails); without rotation a new refresh token is returned and the old one stays
   valid (Keycloak's default). Wrong client credentials: 401 ``unauthorized_client``.
   An expired, revoked or unknown access token: 401 ``{"mensagem": ...}`` on API calls.
+  ``access_token_ttl_s`` gives short-lived tokens (``expires_in`` follows it).
+- A list reply without ``paginacao`` (``omit_paginacao``): the contract always shows it, but
+  a client must not read its absence as "this was the last page".
+
+Changes while a client pages. ``change_status_when_listed(id, situacao)`` changes an order's
+status once a list reply has shown it, when the next list request arrives, as a Tiny user
+finishing or cancelling an order between two page requests would: the client has read (and
+stored) the old status, and the status-filtered listing it is paging has shifted by one.
 
 Speed. The sandbox machine has two cores and a sync may run several workers at once, so a
 request never scans all orders: orders are indexed by month, both overall and per status,
 each index a list sorted by (data, id). A listing bisects the first and last months of the
-date range and walks whole months in between: O(months + limit). This serves well over 50
-requests/s; ``test_list_requests_serve_at_least_50_per_second`` guards it.
+date range and walks whole months in between: O(months + offset + limit), counted in
+``stats()["list_entries_walked"]`` (a test bounds it; ``bench/bench_tiny_sim.py`` prints the
+requests per second).
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..lib.crypto import CREDENTIALS_KEY_VAR
 from .harness import Request, Response, Simulator, route
 from .simulators import SandboxPart
 
@@ -87,6 +97,8 @@ LEGACY_LAST_YEAR = 2016  # orders emitted up to this year come in the older, spa
 
 SANDBOX_CLIENT_ID = "sync-pipelines-sandbox"
 SANDBOX_CLIENT_SECRET = "sandbox-tiny-client-secret"
+# A fixed Fernet key, for the sandbox only (the value detran_data.SANDBOX_KEY also uses).
+SANDBOX_CREDENTIALS_KEY = "c2FuZGJveC1kZXRyYW4ta2V5LW5vdC1mb3ItcmVhbCE="
 
 # Knobs that may change while the simulator runs (``configure``).
 RUNTIME_KNOBS = (
@@ -102,6 +114,7 @@ RUNTIME_KNOBS = (
     "date_filters_inclusive",
     "default_order",
     "rate_limit_header_prefix",
+    "omit_paginacao",
 )
 
 # ---- seed data pools ------------------------------------------------------------------
@@ -303,6 +316,8 @@ class TinySimulator(Simulator):
     ``add_orders(n, month=, situacao=)``     ``POST /__admin/tiny/orders``
                                              ``{"count": 5, "month": "2024-05"}``
     ``churn(n)``  (n open orders move on)    ``POST /__admin/tiny/churn {"count": 10}``
+    ``change_status_when_listed(id, s)``     ``POST /__admin/tiny/orders/{id}/change-when-listed``
+    ``edit(id, dataPrevista=...)``           (Python only)
     ``snapshot()`` → {id: situacao}          ``GET /__admin/tiny/orders?fields=id,situacao``
     ``detail(id)`` / ``list_item(id)``       ``GET /__admin/tiny/orders/{id}``
     ``stats()``                              ``GET /__admin/tiny/stats``
@@ -342,6 +357,7 @@ class TinySimulator(Simulator):
         date_filters_inclusive: bool = True,
         default_order: str = "desc",
         rate_limit_header_prefix: str = "X-RateLimit",
+        omit_paginacao: bool = False,
         faults: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(seed=seed, faults=faults)
@@ -361,6 +377,10 @@ class TinySimulator(Simulator):
         self.date_filters_inclusive = date_filters_inclusive
         self.default_order = default_order
         self.rate_limit_header_prefix = rate_limit_header_prefix
+        self.omit_paginacao = omit_paginacao
+        # order id -> [situacao, dataConclusao, armed]: armed by a reply that lists the order,
+        # applied when the next list request arrives
+        self._change_when_listed: dict[int, list[Any]] = {}
 
         # Orders: the detail payload is the record; the list item is rendered from it.
         self._orders: dict[int, dict[str, Any]] = {}
@@ -763,22 +783,52 @@ class TinySimulator(Simulator):
             self._stats["status_changes"] += 1
         return self.detail(order_id)
 
+    def change_status_when_listed(
+        self, order_id: int, situacao: str | int, data_conclusao: str | None = None
+    ) -> None:
+        """Change the order's status once a list reply has shown it, when the next list
+        request arrives: the client has read (and may have stored) the old status, and the
+        page it asks for now is built after the change."""
+        situacao = str(situacao)
+        if situacao not in ALL_STATUSES:
+            raise ValueError(f"situacao must be one of {ALL_STATUSES}, got {situacao!r}")
+        with self._lock:
+            if order_id not in self._orders:
+                raise KeyError(order_id)
+            self._change_when_listed[order_id] = [situacao, data_conclusao, False]
+
+    def edit(self, order_id: int, **fields: Any) -> dict[str, Any]:
+        """Set detail fields that no index depends on (``dataPrevista``, ``dataConclusao``...)."""
+        fixed = {"id", "data", "situacao", "numeroOrdemServico"} & set(fields)
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} cannot be edited (use set_status / add_orders)")
+        with self._lock:
+            self._orders[order_id].update(fields)
+        return self.detail(order_id)
+
     def add_orders(
-        self, count: int, month: str | None = None, situacao: str | int | None = "0"
+        self,
+        count: int,
+        month: str | None = None,
+        situacao: str | int | None = "0",
+        day: str | None = None,
     ) -> list[int]:
-        """Create ``count`` orders emitted in ``month`` ("YYYY-MM"; default: today). Ids are
-        always new and larger, so an order emitted in a past month is a late arrival in an
-        old window. ``situacao`` None draws a status as the seeded data does."""
+        """Create ``count`` orders emitted in ``month`` ("YYYY-MM"; default: today) or on
+        ``day`` ("YYYY-MM-DD"). Ids are always new and larger, so an order emitted in a past
+        month is a late arrival in an old window. ``situacao`` None draws a status as the
+        seeded data does."""
         with self._lock:
             ids = []
             for _ in range(count):
-                if month:
+                if day:
+                    day_ = dt.date.fromisoformat(day)
+                elif month:
                     year, mon = (int(p) for p in month.split("-"))
-                    day = self._random_day(year, mon)
+                    day_ = self._random_day(year, mon)
                 else:
-                    day = self.today
+                    day_ = self.today
                 self._next_id += self.rng.randint(1, 60)
-                self._make_order(self._next_id, day, None if situacao is None else str(situacao))
+                self._make_order(self._next_id, day_, None if situacao is None else str(situacao))
                 ids.append(self._next_id)
             self._stats["orders_added"] += count
             return ids
@@ -1113,6 +1163,12 @@ class TinySimulator(Simulator):
             )
 
         with self._lock:
+            for order_id, (new, conclusion, armed) in list(self._change_when_listed.items()):
+                if armed:
+                    del self._change_when_listed[order_id]
+                    self._set_status_locked(order_id, new, conclusion)
+                    self._stats["status_changes"] += 1
+                    self._stats["changed_while_listed"] += 1
             if numero is not None:
                 ids = [i for i in self._by_numero.get(numero, []) if keep(i)]
                 ids.sort(key=lambda i: (self._orders[i]["data"], i), reverse=order == "desc")
@@ -1124,15 +1180,26 @@ class TinySimulator(Simulator):
                     # Rare filters the sync never uses: a scan of the date/status range.
                     ids = [i for i in walk if keep(i)]
                     total, page = len(ids), ids[offset : offset + limit]
+                    walked = sum(hi - lo for _, lo, hi in segments)
                 else:
                     total = sum(hi - lo for _, lo, hi in segments)
                     page = []
+                    walked = 0
                     for position, order_id in enumerate(walk):
                         if position >= offset + limit:
                             break
+                        walked += 1
                         if position >= offset:
                             page.append(order_id)
+                # Index entries one listing touched: bounded by offset + limit, never by the
+                # account's size (tests assert it; bench/bench_tiny_sim.py prints the speed).
+                self._stats["list_entries_walked"] += walked
             items = [self.list_item(i) for i in page]
+            for order_id in page:
+                if order_id in self._change_when_listed:
+                    self._change_when_listed[order_id][2] = True
+        if self.omit_paginacao:
+            return Response.json({"itens": items})
         return Response.json(
             {"itens": items, "paginacao": {"limit": limit, "offset": offset, "total": total}}
         )
@@ -1174,6 +1241,19 @@ class TinySimulator(Simulator):
         except ValueError as exc:
             return Response.json({"error": str(exc)}, 400)
         return Response.json(detail)
+
+    @route("POST", r"/__admin/tiny/orders/(?P<order_id>\d+)/change-when-listed")
+    def _admin_change_when_listed(self, request: Request, order_id: str) -> Response:
+        body = request.json() or {}
+        try:
+            self.change_status_when_listed(
+                int(order_id), body.get("situacao", ""), body.get("dataConclusao")
+            )
+        except KeyError:
+            return Response.json({"error": "unknown order"}, 404)
+        except ValueError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        return Response.json({"ok": True})
 
     @route("POST", r"/__admin/tiny/churn")
     def _admin_churn(self, request: Request) -> Response:
@@ -1252,6 +1332,8 @@ def _sandbox_env(base_url: str) -> dict[str, str]:
         "TINY_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
         "TINY_MAX_REQUESTS_PER_MINUTE": str(DEMO_PER_MINUTE),
         "TINY_INITIAL_REFRESH_TOKEN": reply.json()["refresh_token"],
+        # The project's one credentials key (lib/crypto.py), the same sandbox value DETRAN's part sets.
+        CREDENTIALS_KEY_VAR: SANDBOX_CREDENTIALS_KEY,
     }
 
 
@@ -1259,6 +1341,15 @@ TINY_PART = SandboxPart(
     name="tiny",
     simulator=_demo_simulator,
     env=_sandbox_env,
+    planted={
+        "tiny.import_failures": (
+            "the simulator serves 5 orders with malformed details (a 31/02 date, 'abc' as a "
+            "total…): each is kept as a failure row with the reason, retried, never dropped"
+        ),
+        "tiny/integrity_report:api_and_table_agree": (
+            "red because those 5 planted orders exist in Tiny but cannot be imported"
+        ),
+    },
     # A month of the old 2014 shape, a mid-history month and the current one.
     demo_partitions=lambda: {
         "tiny/service_orders_history": [

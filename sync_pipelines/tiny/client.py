@@ -1,11 +1,19 @@
 """Tiny ERP API v3 client: service orders, OAuth2 tokens kept in the Tiny database.
 
 Tokens. The pair lives in ``tiny_oauth_tokens`` (never a file, never process memory alone),
-because every worker shares one account and Tiny may rotate the refresh token on each
-renewal: a second, racing renewal with the old refresh token would fail. So renewal happens
-under a row lock (``SELECT ... FOR UPDATE``), re-checks whether another worker already
-renewed, and always stores the newest refresh token. An ``invalid_grant`` means the
-authorization is gone: the run stops with ``TinyReauthorizationRequired`` saying what to do.
+encrypted with the project's credentials key (lib/crypto.py), because every worker shares one
+account and Tiny may rotate the refresh token on each renewal: a second, racing renewal with
+the old refresh token would fail. So renewal happens under a row lock (``SELECT ... FOR
+UPDATE``), re-checks whether another worker already renewed, and always stores the newest
+refresh token. On a fresh install there is no row to lock yet: the bootstrap row (the
+configured initial refresh token) is inserted with ``ON CONFLICT DO NOTHING`` first, so the
+second worker waits on the first one's row instead of spending the same refresh token.
+An ``invalid_grant`` on a token nobody else has replaced means the authorization is gone:
+``TinyReauthorizationRequired`` says what to do. One on a token another worker has just
+replaced is a race: the newest pair is used, or ``TinyTokenRace`` says a rerun will do.
+
+The access token is renewed a margin before it expires: ``min(5 min, lifetime / 10)``, so a
+4-hour token renews 5 minutes early and a 60-second one 6 seconds early, never on every call.
 
 Rate limit. Calls take a token from the account-wide ``SharedRateLimiter`` (capped by
 ``TINY_MAX_REQUESTS_PER_MINUTE``), adapt to ``X-RateLimit-*`` and wait out a 429 (empty body,
@@ -22,9 +30,10 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from ..lib.crypto import CREDENTIALS_KEY_VAR, CredentialsCipher
 from ..lib.db import Database
 from ..lib.http import HttpClient, HttpError, RateLimiter, RetryPolicy
-from ..lib.redact import register_secret
+from ..lib.redact import redact, register_secret
 
 REAUTHORIZE_HINT = (
     "Tiny refused the stored refresh token (invalid_grant): the authorization expired or "
@@ -32,15 +41,34 @@ REAUTHORIZE_HINT = (
     "`sync-pipelines tiny authorize --code <authorization code>` (or put a fresh refresh "
     "token in TINY_INITIAL_REFRESH_TOKEN) and rerun."
 )
-RENEW_MARGIN = dt.timedelta(minutes=5)
+RACE_HINT = (
+    "Tiny refused a refresh token that another worker had just replaced (invalid_grant after "
+    "a concurrent renewal): the authorization is fine, a rerun will do. No re-authorization "
+    "is needed."
+)
+MAX_RENEW_MARGIN = dt.timedelta(minutes=5)
+DEFAULT_ACCESS_LIFETIME_S = 14400
+
+
+def renew_margin(lifetime: dt.timedelta) -> dt.timedelta:
+    """How long before expiry to renew: 5 minutes, or a tenth of a shorter token's life."""
+    return min(MAX_RENEW_MARGIN, max(lifetime, dt.timedelta(0)) / 10)
 
 
 class TinyReauthorizationRequired(RuntimeError):
     """The token pair cannot be renewed; a person has to authorize the app again."""
 
 
+class TinyTokenRace(RuntimeError):
+    """A renewal lost a race with another worker's; rerunning is enough."""
+
+
 class TinyApiError(RuntimeError):
     """Tiny answered with an error that retrying will not fix."""
+
+
+class _InvalidGrant(Exception):
+    """The token endpoint refused the refresh token or code (HTTP 400 invalid_grant)."""
 
 
 @dataclass(frozen=True)
@@ -50,87 +78,216 @@ class OAuthSettings:
     client_secret: str
     redirect_uri: str = ""
     initial_refresh_token: str = ""
+    # The Fernet key(s) the pair is encrypted with (lib/crypto.py).
+    credentials_key: str = ""
+
+
+@dataclass(frozen=True)
+class _StoredPair:
+    access_token: str | None
+    access_expires_at: dt.datetime | None
+    refresh_token: str
+    renewed_at: dt.datetime
+
+    def fresh_access(self, now: dt.datetime) -> str | None:
+        if not self.access_token or not self.access_expires_at:
+            return None
+        margin = renew_margin(self.access_expires_at - self.renewed_at)
+        return self.access_token if self.access_expires_at - margin > now else None
+
+
+_SELECT_PAIR = (
+    "SELECT access_token, access_token_encrypted, access_expires_at, refresh_token, "
+    "refresh_token_encrypted, renewed_at FROM tiny_oauth_tokens WHERE account = :a"
+)
 
 
 class TokenManager:
-    """The account's access token, renewed a few minutes before expiry by one worker at a time."""
+    """The account's access token, renewed a little before expiry by one worker at a time."""
+
+    ACCESS_SLOT = "tiny:access_token"
+    REFRESH_SLOT = "tiny:refresh_token"
 
     def __init__(self, db: Database, settings: OAuthSettings, http: HttpClient | None = None):
         self.db = db
         self.settings = settings
+        self.cipher = CredentialsCipher(settings.credentials_key, CREDENTIALS_KEY_VAR)
         self.http = http or HttpClient(timeout=(5, 30), retry=RetryPolicy(max_attempts=3))
-        self._cached: tuple[str, dt.datetime] | None = None
+        self._cached: tuple[str, dt.datetime] | None = None  # (token, renew after)
         self.renewals = 0
-        for secret in (settings.client_secret, settings.initial_refresh_token):
-            register_secret(secret)
+        register_secret(settings.client_secret)
+        register_secret(settings.initial_refresh_token)
 
     def access_token(self) -> str:
         now = dt.datetime.now(dt.UTC)
-        if self._cached and self._cached[1] - RENEW_MARGIN > now:
+        if self._cached and self._cached[1] > now:
             return self._cached[0]
-        with self.db.connect() as conn:
-            row = conn.execute(
-                sa.text(
-                    "SELECT access_token, access_expires_at FROM tiny_oauth_tokens WHERE account = :a"
-                ),
-                {"a": self.settings.client_id},
-            ).first()
-        if (
-            row
-            and row.access_token
-            and row.access_expires_at
-            and row.access_expires_at - RENEW_MARGIN > now
-        ):
-            register_secret(row.access_token)
-            self._cached = (row.access_token, row.access_expires_at)
-            return row.access_token
+        with self.db.begin() as conn:
+            pair = self._read(conn, lock=False)
+        token = pair.fresh_access(now) if pair else None
+        if token:
+            self._remember(pair)
+            return token
         return self.renew(rejected=None)
 
     def renew(self, rejected: str | None) -> str:
         """Renew the pair. ``rejected`` is the access token the API just refused (401): if the
         stored one differs, another worker already renewed and we use theirs."""
+        try:
+            return self._renew_locked(rejected)
+        except _InvalidGrant as refused:
+            spent = str(refused)
+        # Was the token we spent replaced meanwhile (a worker outside our lock, an
+        # `authorize`)? Then the authorization is fine: use the newest pair, once.
+        with self.db.begin() as conn:
+            pair = self._read(conn, lock=False)
+        if pair is None or pair.refresh_token == spent:
+            raise TinyReauthorizationRequired(REAUTHORIZE_HINT)
+        try:
+            return self._renew_locked(rejected)
+        except _InvalidGrant:
+            raise TinyTokenRace(RACE_HINT) from None
+
+    def _renew_locked(self, rejected: str | None) -> str:
         now = dt.datetime.now(dt.UTC)
         with self.db.begin() as conn:
-            row = conn.execute(
-                sa.text(
-                    "SELECT access_token, access_expires_at, refresh_token FROM tiny_oauth_tokens "
-                    "WHERE account = :a FOR UPDATE"
-                ),
-                {"a": self.settings.client_id},
-            ).first()
-            if (
-                row
-                and row.access_token
-                and row.access_token != rejected
-                and row.access_expires_at
-                and row.access_expires_at - RENEW_MARGIN > now
-            ):
-                self._cached = (row.access_token, row.access_expires_at)
-                register_secret(row.access_token)
-                return row.access_token
-            refresh = row.refresh_token if row else self.settings.initial_refresh_token
-            if not refresh:
+            self._bootstrap(conn, now)
+            pair = self._read(conn, lock=True)
+            if pair is None:
                 raise TinyReauthorizationRequired(
                     "no Tiny token pair is stored yet. " + REAUTHORIZE_HINT.split(". ", 1)[1]
                 )
-            pair = self._token_request({"grant_type": "refresh_token", "refresh_token": refresh})
-            self._store(conn, pair)
+            token = pair.fresh_access(now)
+            if token and token != rejected:
+                self._remember(pair)
+                return token
+            reply = self._token_request(
+                {"grant_type": "refresh_token", "refresh_token": pair.refresh_token},
+                spent=pair.refresh_token,
+            )
+            stored = self._store(conn, reply, previous_refresh=pair.refresh_token)
         self.renewals += 1
-        return pair["access_token"]
+        self._remember(stored)
+        return reply["access_token"]
 
     def authorize(self, code: str) -> None:
         """First exchange of an authorization code (``sync-pipelines tiny authorize``)."""
-        pair = self._token_request(
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": self.settings.redirect_uri,
-            }
-        )
+        try:
+            reply = self._token_request(
+                {
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": self.settings.redirect_uri,
+                },
+                spent=code,
+            )
+        except _InvalidGrant:
+            raise TinyReauthorizationRequired(
+                "Tiny refused the authorization code (invalid_grant): codes are single-use and "
+                "expire within a minute; authorize the app again and use the new code at once."
+            ) from None
         with self.db.begin() as conn:
-            self._store(conn, pair)
+            self._remember(self._store(conn, reply, previous_refresh=None))
 
-    def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+    # ---- storage ------------------------------------------------------------------------
+
+    def _bootstrap(self, conn: sa.Connection, now: dt.datetime) -> None:
+        """Give a fresh install a row to lock: concurrent first runs then queue on it."""
+        initial = self.settings.initial_refresh_token
+        if not initial:
+            return
+        conn.execute(
+            sa.text(
+                "INSERT INTO tiny_oauth_tokens (account, refresh_token_encrypted, renewed_at) "
+                "VALUES (:a, :rt, :now) ON CONFLICT (account) DO NOTHING"
+            ),
+            {"a": self.settings.client_id, "rt": self.cipher.encrypt(initial), "now": now},
+        )
+
+    def _read(self, conn: sa.Connection, *, lock: bool) -> _StoredPair | None:
+        row = conn.execute(
+            sa.text(_SELECT_PAIR + (" FOR UPDATE" if lock else "")), {"a": self.settings.client_id}
+        ).first()
+        if row is None:
+            return None
+        if row.access_token is not None or row.refresh_token is not None:
+            self._encrypt_clear_row(conn, row)
+        # A clear value was written after the encrypted one (by an earlier version, or by
+        # hand): it is the newer one.
+        access = row.access_token
+        if access is None and row.access_token_encrypted:
+            access = self.cipher.decrypt(row.access_token_encrypted, "Tiny access token")
+        refresh = row.refresh_token
+        if refresh is None:
+            refresh = self.cipher.decrypt(row.refresh_token_encrypted, "Tiny refresh token")
+        return _StoredPair(access, row.access_expires_at, refresh, row.renewed_at)
+
+    def _encrypt_clear_row(self, conn: sa.Connection, row: sa.Row) -> None:
+        """A pair stored in clear by an earlier version: encrypt it in place (nothing lost).
+
+        Guarded by the clear values themselves, so of two workers doing this at once the
+        second changes nothing.
+        """
+        conn.execute(
+            sa.text(
+                "UPDATE tiny_oauth_tokens SET access_token = NULL, refresh_token = NULL, "
+                "access_token_encrypted = COALESCE(:at, access_token_encrypted), "
+                "refresh_token_encrypted = COALESCE(:rt, refresh_token_encrypted) "
+                "WHERE account = :a AND access_token IS NOT DISTINCT FROM :old_at "
+                "AND refresh_token IS NOT DISTINCT FROM :old_rt"
+            ),
+            {
+                "a": self.settings.client_id,
+                "at": self.cipher.encrypt(row.access_token) if row.access_token else None,
+                "rt": self.cipher.encrypt(row.refresh_token) if row.refresh_token else None,
+                "old_at": row.access_token,
+                "old_rt": row.refresh_token,
+            },
+        )
+
+    def _store(
+        self, conn: sa.Connection, reply: dict[str, Any], previous_refresh: str | None
+    ) -> _StoredPair:
+        now = dt.datetime.now(dt.UTC)
+        lifetime = int(reply.get("expires_in") or DEFAULT_ACCESS_LIFETIME_S)
+        access_expires = now + dt.timedelta(seconds=lifetime)
+        refresh_in = reply.get("refresh_expires_in")
+        # Keep the old refresh token only if Tiny did not send a new one.
+        refresh = reply.get("refresh_token") or previous_refresh
+        if not refresh:
+            raise TinyApiError("Tiny's token reply has no refresh_token and none is stored")
+        conn.execute(
+            sa.text(
+                "INSERT INTO tiny_oauth_tokens (account, access_token_encrypted, access_expires_at, "
+                "refresh_token_encrypted, refresh_expires_at, renewed_at) "
+                "VALUES (:a, :at, :ae, :rt, :re, :now) "
+                "ON CONFLICT (account) DO UPDATE SET access_token = NULL, refresh_token = NULL, "
+                "access_token_encrypted = EXCLUDED.access_token_encrypted, "
+                "access_expires_at = EXCLUDED.access_expires_at, "
+                "refresh_token_encrypted = EXCLUDED.refresh_token_encrypted, "
+                "refresh_expires_at = EXCLUDED.refresh_expires_at, renewed_at = EXCLUDED.renewed_at"
+            ),
+            {
+                "a": self.settings.client_id,
+                "at": self.cipher.encrypt(reply["access_token"]),
+                "ae": access_expires,
+                "rt": self.cipher.encrypt(refresh),
+                "re": now + dt.timedelta(seconds=int(refresh_in)) if refresh_in else None,
+                "now": now,
+            },
+        )
+        return _StoredPair(reply["access_token"], access_expires, refresh, now)
+
+    def _remember(self, pair: _StoredPair) -> None:
+        # Slots: each renewal replaces the previous token in the redaction set instead of
+        # adding to it, so a long run with short-lived tokens keeps a bounded set.
+        register_secret(pair.access_token, slot=self.ACCESS_SLOT)
+        register_secret(pair.refresh_token, slot=self.REFRESH_SLOT)
+        assert pair.access_token and pair.access_expires_at
+        margin = renew_margin(pair.access_expires_at - pair.renewed_at)
+        self._cached = (pair.access_token, pair.access_expires_at - margin)
+
+    def _token_request(self, form: dict[str, str], *, spent: str) -> dict[str, Any]:
         form = {
             **form,
             "client_id": self.settings.client_id,
@@ -145,7 +302,7 @@ class TokenManager:
             )
         except HttpError as exc:
             if exc.status in (400, 401) and "invalid_grant" in (exc.body or ""):
-                raise TinyReauthorizationRequired(REAUTHORIZE_HINT) from None
+                raise _InvalidGrant(spent) from None
             if exc.status in (400, 401):
                 raise TinyReauthorizationRequired(
                     f"Tiny's token endpoint refused the client (HTTP {exc.status}): check TINY_CLIENT_ID "
@@ -153,36 +310,11 @@ class TokenManager:
                 ) from None
             raise
         pair = response.json()
-        for key in ("access_token", "refresh_token"):
-            register_secret(pair.get(key))
+        if not isinstance(pair, dict) or not pair.get("access_token"):
+            raise TinyApiError(f"Tiny's token reply has no access_token: {redact(str(pair))[:200]}")
+        register_secret(pair.get("access_token"), slot=self.ACCESS_SLOT)
+        register_secret(pair.get("refresh_token"), slot=self.REFRESH_SLOT)
         return pair
-
-    def _store(self, conn: sa.Connection, pair: dict[str, Any]) -> None:
-        now = dt.datetime.now(dt.UTC)
-        access_expires = now + dt.timedelta(seconds=int(pair.get("expires_in") or 14400))
-        refresh_in = pair.get("refresh_expires_in")
-        conn.execute(
-            sa.text(
-                "INSERT INTO tiny_oauth_tokens (account, access_token, access_expires_at, refresh_token, "
-                "refresh_expires_at, renewed_at) VALUES (:a, :at, :ae, :rt, :re, now()) "
-                "ON CONFLICT (account) DO UPDATE SET access_token = EXCLUDED.access_token, "
-                "access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token, "
-                "refresh_expires_at = EXCLUDED.refresh_expires_at, renewed_at = now()"
-            ),
-            {
-                "a": self.settings.client_id,
-                "at": pair["access_token"],
-                "ae": access_expires,
-                # Keep the old refresh token only if Tiny did not send a new one.
-                "rt": pair.get("refresh_token")
-                or conn.execute(
-                    sa.text("SELECT refresh_token FROM tiny_oauth_tokens WHERE account = :a"),
-                    {"a": self.settings.client_id},
-                ).scalar(),
-                "re": now + dt.timedelta(seconds=int(refresh_in)) if refresh_in else None,
-            },
-        )
-        self._cached = (pair["access_token"], access_expires)
 
 
 @dataclass
@@ -256,13 +388,20 @@ class TinyClient:
         if emitted_to:
             params["dataFinalEmissao"] = emitted_to.isoformat()
         body = self._get("/ordem-servico", params).json()
-        items = body.get("itens") or []
-        paging = body.get("paginacao") or {}
-        if not isinstance(items, list):
-            raise TinyApiError("Tiny's order list reply has no 'itens' array")
-        return OrderPage(
-            items, int(paging.get("total") or 0), int(paging.get("offset") or offset), limit
-        )
+        request = "GET /ordem-servico?" + "&".join(f"{k}={v}" for k, v in params.items())
+        if not isinstance(body, dict) or not isinstance(body.get("itens"), list):
+            raise TinyApiError(f"Tiny's order list reply has no 'itens' array ({request})")
+        items = body["itens"]
+        paging = body.get("paginacao")
+        # The contract's list reply always carries paginacao (an empty result too, with
+        # total 0). Without it the listing cannot know whether more pages follow, and ending
+        # after this page would silently drop the rest: refuse the reply, naming the request.
+        if not isinstance(paging, dict) or not str(paging.get("total", "")).isdigit():
+            raise TinyApiError(
+                f"Tiny's order list reply has no usable 'paginacao.total' ({request}); "
+                "the listing stops here instead of guessing where it ends"
+            )
+        return OrderPage(items, int(paging["total"]), int(paging.get("offset") or offset), limit)
 
     def iter_pages(self, fetch_page: Callable[[int], OrderPage], start_offset: int = 0):
         """Yield pages from ``start_offset`` until the announced total is reached."""
@@ -318,6 +457,7 @@ def settings_from_variables(env: Mapping[str, str]) -> TinySettings:
             client_secret=env["TINY_CLIENT_SECRET"],
             redirect_uri=env.get("TINY_REDIRECT_URI", ""),
             initial_refresh_token=env.get("TINY_INITIAL_REFRESH_TOKEN", ""),
+            credentials_key=env.get(CREDENTIALS_KEY_VAR, ""),
         ),
         max_requests_per_minute=int(raw_limit),
     )

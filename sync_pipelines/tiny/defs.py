@@ -14,6 +14,8 @@ Guards (issue 10): every asset stops early when Tiny fails ``TINY_CIRCUIT_BREAKE
 (5) calls in a row; the run fails with the reason and the resume point in the failure's
 metadata. A refused token renewal (``invalid_grant``) fails the run and alerts the admins
 once, with the re-authorization steps; the next successful Tiny run sends "resolved".
+A renewal that lost a race with a worker outside the row lock (``TinyTokenRace``) is not a
+lost authorization: the run fails saying a rerun will do, with retries allowed, no alert.
 """
 
 import datetime as dt
@@ -40,12 +42,14 @@ from dagster import (
 from pydantic import Field
 
 from ..lib.alerts import AlertState, announce
+from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
 from ..resources import DatabaseResource, TelegramResource, env_or
 from .breaker import CircuitOpen
 from .client import (
     TinyClient,
     TinyReauthorizationRequired,
+    TinyTokenRace,
     build_client,
     settings_from_variables,
 )
@@ -77,6 +81,7 @@ TINY_VARIABLES = {
     "redirect_uri": "TINY_REDIRECT_URI",
     "initial_refresh_token": "TINY_INITIAL_REFRESH_TOKEN",
     "account_max_requests_per_minute": "TINY_MAX_REQUESTS_PER_MINUTE",
+    "credentials_key": CREDENTIALS_KEY_VAR,
 }
 
 
@@ -97,6 +102,10 @@ class TinyApiResource(ConfigurableResource):
     )
     account_max_requests_per_minute: str | None = Field(
         default=None, description="TINY_MAX_REQUESTS_PER_MINUTE: the account's cap (default 60)."
+    )
+    credentials_key: str | None = Field(
+        default=None,
+        description=f"{CREDENTIALS_KEY_VAR} (secret): encrypts the stored OAuth tokens.",
     )
     incremental_window_days: int = Field(
         default=7, description="TINY_INCREMENTAL_WINDOW_DAYS: days the incremental sync re-lists."
@@ -190,6 +199,10 @@ def _client(
     except TinyReauthorizationRequired as exc:
         _reauthorization_alert(context, telegram, control_db, True, str(exc))
         raise Failure(description=str(exc), allow_retries=False) from None
+    except TinyTokenRace as exc:
+        # The authorization is fine (another worker holds the newest pair): let run_retries
+        # rerun it, and do not page the admins.
+        raise Failure(description=str(exc), allow_retries=True) from None
     except CircuitOpen as stop:
         metadata = {
             "consecutive_errors": MetadataValue.int(stop.failures),

@@ -42,6 +42,7 @@ from .parse import (
     ParseError,
     list_fingerprint,
     order_row,
+    parse_situacao,
 )
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
@@ -64,6 +65,7 @@ UPSERT_COLUMNS = [
 @dataclass
 class SyncResult:
     pages: int = 0
+    relisted_pages: int = 0
     listed: int = 0
     details_fetched: int = 0
     upserted: UpsertResult = field(default_factory=UpsertResult)
@@ -85,6 +87,7 @@ class SyncResult:
             "import_failures": self.failures,
             "failures_resolved": self.failures_resolved,
             "pages": self.pages,
+            "relisted_pages": self.relisted_pages,
             "orders_listed": self.listed,
             "api_calls": self.api_calls,
             "rate_limited_429": self.rate_limited,
@@ -94,18 +97,11 @@ class SyncResult:
 
 
 @dataclass
-class _Known:
-    list_hash: str
-    situacao: int
-    data_conclusao: dt.datetime | None
-
-
-@dataclass
 class _Batch:
+    """One page of orders as read from Tiny, before anything is written."""
+
     rows: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    resolved: list[int] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)
 
 
@@ -126,32 +122,31 @@ class _Meter:
         return result
 
 
-def _known(conn: sa.Connection, ids: Iterable[int]) -> dict[int, _Known]:
+def _list_hashes(db: Database, ids: Iterable[int]) -> dict[int, str]:
     ids = list(ids)
     if not ids:
         return {}
-    rows = conn.execute(
-        sa.text(
-            "SELECT id, list_hash, situacao, data_conclusao FROM ordens_servico WHERE id = ANY(:ids)"
-        ),
-        {"ids": ids},
-    )
-    return {r.id: _Known(r.list_hash, r.situacao, r.data_conclusao) for r in rows}
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, list_hash FROM ordens_servico WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        )
+        return {r.id: r.list_hash for r in rows}
 
 
 def _conclusion(
-    row: dict[str, Any], known: _Known | None, observed_at: dt.datetime
+    row: dict[str, Any], stored: sa.Row | None, observed_at: dt.datetime
 ) -> dt.datetime | None:
     """The API's conclusion date; else, for an order we saw move into a final state, when we saw it."""
     api_date = row.pop("data_conclusao_api")
     if api_date is not None:
         return dt.datetime.combine(api_date, dt.time(), SAO_PAULO)
-    if known is not None and known.data_conclusao is not None:
-        return known.data_conclusao
+    if stored is not None and stored.data_conclusao is not None:
+        return stored.data_conclusao
     if (
         row["situacao"] in FINAL_STATUSES
-        and known is not None
-        and known.situacao not in FINAL_STATUSES
+        and stored is not None
+        and stored.situacao not in FINAL_STATUSES
     ):
         return observed_at
     return None
@@ -161,16 +156,23 @@ def _failure(order_id: int, error: str, payload: Any) -> dict[str, Any]:
     return {"id_ordem": order_id, "erro": redact(error)[:2000], "dados_api": payload}
 
 
-def _build_batch(
+def _fetch_batch(
     client: TinyClient,
-    conn: sa.Connection,
+    db: Database,
     items: list[Mapping[str, Any]],
     result: SyncResult,
     *,
-    origin: str,
     breaker: CircuitBreaker,
     force_detail: bool = False,
+    skip_details: set[int] | frozenset[int] = frozenset(),
 ) -> _Batch:
+    """Read the details a page needs, holding no database connection or transaction.
+
+    A page may cost up to 100 detail calls, minutes under a tight rate limit: a transaction
+    open across them would hold its locks (and a pooled connection) that long. The stored
+    state is read again, under row locks, when the batch is written (``_write_batch``).
+    ``skip_details`` are orders already tried in this run (a re-list does not retry them).
+    """
     batch = _Batch()
     by_id: dict[int, Mapping[str, Any]] = {}
     for item in items:
@@ -179,15 +181,11 @@ def _build_batch(
         except (KeyError, TypeError, ValueError):
             # An item without a usable id cannot be fetched or stored; say so loudly.
             log.error("Tiny listed an order without a usable id; skipped (keys: %s)", sorted(item))
-    known = _known(conn, by_id)
-    now = dt.datetime.now(dt.UTC)
+    hashes = _list_hashes(db, by_id)
     for order_id, item in by_id.items():
         batch.seen.append(order_id)
-        previous = known.get(order_id)
-        if (
-            not force_detail
-            and previous is not None
-            and previous.list_hash == list_fingerprint(item)
+        if order_id in skip_details or (
+            not force_detail and hashes.get(order_id) == list_fingerprint(item)
         ):
             result.upserted.unchanged += 1
             continue
@@ -195,8 +193,8 @@ def _build_batch(
         try:
             detail = client.get_order(order_id)
         except HttpError as exc:
-            # Raises CircuitOpen at the threshold: the caller's transaction then rolls back
-            # this whole page, so no order of it is recorded as seen, synced or failed.
+            # Raises CircuitOpen at the threshold: nothing of this page has been written
+            # yet, so no order of it is recorded as seen, synced or failed.
             breaker.failed(exc)
             batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", None))
             continue
@@ -207,39 +205,71 @@ def _build_batch(
         breaker.succeeded()
         try:
             result.details_fetched += 1
-            row = order_row(item, detail)
+            batch.rows.append(order_row(item, detail))
         except (TinyApiError, ParseError, ValueError) as exc:
             batch.failures.append(_failure(order_id, f"{type(exc).__name__}: {exc}", detail))
-            continue
-        row["data_conclusao"] = _conclusion(row, previous, now)
-        batch.rows.append(row)
-        batch.resolved.append(order_id)
-        if previous is None or previous.situacao != row["situacao"]:
-            batch.history.append(
-                {
-                    "id_os": order_id,
-                    "status_antigo": None if previous is None else previous.situacao,
-                    "status_novo": row["situacao"],
-                    "origem": origin,
-                }
-            )
     return batch
 
 
-def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult) -> None:
-    if batch.rows:
-        result.upserted += bulk_upsert(
-            conn, "ordens_servico", batch.rows, ["id"], columns=UPSERT_COLUMNS
+def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult, origin: str) -> None:
+    """Write a fetched page in the caller's transaction.
+
+    The orders' stored rows are locked and read here, not before the detail calls: another
+    run (the month load and the incremental sync overlap) may have written them meanwhile,
+    and a status change is recorded from what is stored now. Each order's history rows are
+    numbered; two runs recording the same change race for the same number, and the unique
+    key (id_os, seq) keeps one.
+    """
+    rows = sorted(batch.rows, key=lambda r: r["id"])  # one lock order for every writer
+    ids = [r["id"] for r in rows]
+    if rows:
+        stored = {
+            r.id: r
+            for r in conn.execute(
+                sa.text(
+                    "SELECT id, situacao, data_conclusao FROM ordens_servico "
+                    "WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+                ),
+                {"ids": ids},
+            )
+        }
+        last_seq = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT id_os, max(seq) FROM ordem_status_history "
+                    "WHERE id_os = ANY(:ids) GROUP BY id_os"
+                ),
+                {"ids": ids},
+            ).all()
         )
-    if batch.history:
-        conn.execute(
-            sa.text(
-                "INSERT INTO ordem_status_history (id_os, status_antigo, status_novo, origem) "
-                "VALUES (:id_os, :status_antigo, :status_novo, :origem)"
-            ),
-            batch.history,
-        )
-        result.status_changes += sum(1 for h in batch.history if h["status_antigo"] is not None)
+        now = dt.datetime.now(dt.UTC)
+        history = []
+        for row in rows:
+            previous = stored.get(row["id"])
+            row["data_conclusao"] = _conclusion(row, previous, now)
+            if previous is None or previous.situacao != row["situacao"]:
+                history.append(
+                    {
+                        "id_os": row["id"],
+                        "status_antigo": None if previous is None else previous.situacao,
+                        "status_novo": row["situacao"],
+                        "origem": origin,
+                        "seq": last_seq.get(row["id"], 0) + 1,
+                    }
+                )
+        result.upserted += bulk_upsert(conn, "ordens_servico", rows, ["id"], columns=UPSERT_COLUMNS)
+        if history:
+            written = conn.execute(
+                sa.text(
+                    "INSERT INTO ordem_status_history (id_os, status_antigo, status_novo, origem, seq) "
+                    "SELECT id_os, status_antigo, status_novo, origem, seq FROM jsonb_to_recordset("
+                    "CAST(:rows AS jsonb)) AS h(id_os bigint, status_antigo smallint, "
+                    "status_novo smallint, origem text, seq integer) "
+                    "ON CONFLICT (id_os, seq) DO NOTHING RETURNING status_antigo"
+                ),
+                {"rows": json.dumps(history)},
+            ).all()
+            result.status_changes += sum(1 for (old,) in written if old is not None)
     if batch.seen:
         conn.execute(
             sa.text("UPDATE ordens_servico SET last_seen_at = now() WHERE id = ANY(:ids)"),
@@ -248,15 +278,45 @@ def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult) -> None
     for failure in batch.failures:
         record_failure(conn, **failure)
     result.failures += len(batch.failures)
-    if batch.resolved:
+    if ids:
         resolved = conn.execute(
             sa.text(
                 "UPDATE import_failures SET resolvido = true, ultima_tentativa = now() "
                 "WHERE id_ordem = ANY(:ids) AND NOT resolvido"
             ),
-            {"ids": batch.resolved},
+            {"ids": ids},
         ).rowcount
         result.failures_resolved += resolved
+
+
+def _sync_page(
+    client: TinyClient,
+    db: Database,
+    items: list[Mapping[str, Any]],
+    result: SyncResult,
+    *,
+    origin: str,
+    breaker: CircuitBreaker,
+    force_detail: bool = False,
+    skip_details: set[int] | frozenset[int] = frozenset(),
+    also: Callable[[sa.Connection], None] | None = None,
+) -> _Batch:
+    """Fetch a page's details (no transaction), then write it in one transaction, together
+    with ``also`` (the month's checkpoint)."""
+    batch = _fetch_batch(
+        client,
+        db,
+        items,
+        result,
+        breaker=breaker,
+        force_detail=force_detail,
+        skip_details=skip_details,
+    )
+    with db.begin() as conn:
+        _write_batch(conn, batch, result, origin)
+        if also is not None:
+            also(conn)
+    return batch
 
 
 def record_failure(conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any) -> None:
@@ -348,22 +408,29 @@ def sync_month(
     def fetch(off: int) -> OrderPage:
         return client.list_orders(offset=off, emitted_from=first, emitted_to=last)
 
+    failed: set[int] = set()
     try:
         for page in client.iter_pages(_guarded(fetch, breaker), offset):
             result.pages += 1
             result.listed += len(page.items)
-            with db.begin() as conn:
-                batch = _build_batch(
-                    client, conn, page.items, result, origin="historical", breaker=breaker
-                )
-                _write_batch(conn, batch, result)
-                offset = page.offset + len(page.items)
-                checkpoints.save(
-                    conn, HISTORY_PIPELINE, key, {"offset": offset, "total": page.total}
-                )
+            offset = page.offset + len(page.items)
+            position = {"offset": offset, "total": page.total}
+            batch = _sync_page(
+                client,
+                db,
+                page.items,
+                result,
+                origin="historical",
+                breaker=breaker,
+                also=lambda conn, p=position: checkpoints.save(conn, HISTORY_PIPELINE, key, p),
+            )
+            failed.update(f["id_ordem"] for f in batch.failures)
             log.info("month %s: page %d, offset %d/%d", key, result.pages, offset, page.total)
             if on_page:
                 on_page(result, page)
+        # Offset paging reads each page once: an order that changed on a page already read
+        # (3 -> 7 while later pages were listed) would stay stale until the nightly check.
+        _relist_until_quiet(client, db, fetch, result, "historical", breaker, failed, key)
     except CircuitOpen as stop:
         page_number = offset // client.PAGE_SIZE + 1
         stop.resumes(
@@ -388,6 +455,51 @@ def _open_order_ids(conn: sa.Connection) -> dict[int, int]:
     return {r.id: r.situacao for r in rows}
 
 
+MAX_RELIST_PASSES = 3
+
+
+def _relist_until_quiet(
+    client: TinyClient,
+    db: Database,
+    fetch: Callable[[int], OrderPage],
+    result: SyncResult,
+    origin: str,
+    breaker: CircuitBreaker,
+    failed: set[int],
+    label: str,
+) -> None:
+    """List the window again, storing what changed since it was read, until a whole pass
+    finds nothing new (at most ``MAX_RELIST_PASSES``).
+
+    Unchanged orders cost no detail call (their list fingerprint matches), so a quiet pass
+    costs one list call per page. Orders that already failed in this run are not retried
+    here (that would count attempts twice); ``import_failures`` retries them.
+    """
+    for attempt in range(1, MAX_RELIST_PASSES + 1):
+        changed = 0
+        for page in client.iter_pages(_guarded(fetch, breaker)):
+            result.relisted_pages += 1
+            batch = _sync_page(
+                client, db, page.items, result, origin=origin, breaker=breaker, skip_details=failed
+            )
+            failed.update(f["id_ordem"] for f in batch.failures)
+            changed += len(batch.rows) + len(batch.failures)
+        if not changed:
+            return
+        log.info(
+            "%s: re-list pass %d stored %d orders that changed while paging",
+            label,
+            attempt,
+            changed,
+        )
+    log.warning(
+        "%s: orders still changing after %d re-list passes; the incremental sync and the "
+        "integrity check pick up what changes next",
+        label,
+        MAX_RELIST_PASSES,
+    )
+
+
 def _sync_listing(
     client: TinyClient,
     db: Database,
@@ -400,9 +512,7 @@ def _sync_listing(
     for page in client.iter_pages(_guarded(fetch, breaker)):
         result.pages += 1
         result.listed += len(page.items)
-        with db.begin() as conn:
-            batch = _build_batch(client, conn, page.items, result, origin=origin, breaker=breaker)
-            _write_batch(conn, batch, result)
+        batch = _sync_page(client, db, page.items, result, origin=origin, breaker=breaker)
         seen.update(batch.seen)
     return seen
 
@@ -422,11 +532,7 @@ def _refetch(
     """
     for start in range(0, len(ids), 100):
         items = [{"id": order_id} for order_id in ids[start : start + 100]]
-        with db.begin() as conn:
-            batch = _build_batch(
-                client, conn, items, result, origin=origin, breaker=breaker, force_detail=True
-            )
-            _write_batch(conn, batch, result)
+        _sync_page(client, db, items, result, origin=origin, breaker=breaker, force_detail=True)
 
 
 def sync_incremental(
@@ -582,6 +688,45 @@ def _db_statuses(db: Database) -> dict[int, int]:
         }
 
 
+def _list_every_order(
+    client: TinyClient, breaker: CircuitBreaker, result: SyncResult
+) -> dict[int, Mapping[str, Any]]:
+    """Every order Tiny has, by id, from listings without a status filter.
+
+    A listing filtered by status shifts under offset paging when an order changes status
+    while it is read: the orders after it move one place and the one on the page edge is
+    never seen. Unfiltered and ordered by (data, id), the listing does not move when a
+    status changes; orders deleted while paging still shift it, so it is read again,
+    keeping what each pass saw, until it has seen as many distinct orders as Tiny counts.
+    """
+    listed: dict[int, Mapping[str, Any]] = {}
+    total = 0
+    for _ in range(MAX_RELIST_PASSES):
+        for page in client.iter_pages(
+            _guarded(lambda off: client.list_orders(offset=off), breaker)
+        ):
+            result.pages += 1
+            result.listed += len(page.items)
+            total = page.total
+            for item in page.items:
+                try:
+                    listed[int(item["id"])] = item
+                except (KeyError, TypeError, ValueError):
+                    log.error(
+                        "integrity: Tiny listed an order without a usable id (keys: %s)",
+                        sorted(item),
+                    )
+        if len(listed) >= total:
+            return listed
+    log.warning(
+        "integrity: %d distinct orders listed but Tiny counts %d after %d passes",
+        len(listed),
+        total,
+        MAX_RELIST_PASSES,
+    )
+    return listed
+
+
 def check_integrity(
     client: TinyClient, db: Database, *, breaker: CircuitBreaker | None = None
 ) -> IntegrityReport:
@@ -602,19 +747,18 @@ def _integrity(
     client: TinyClient, db: Database, breaker: CircuitBreaker, meter: _Meter
 ) -> IntegrityReport:
     report = IntegrityReport(sync=meter.result)
-    listed: dict[int, Mapping[str, Any]] = {}
+    listed = _list_every_order(client, breaker, report.sync)
     listed_status: dict[int, int] = {}
-    for status in ALL_STATUSES:
-        count = 0
-        for page in client.iter_pages(
-            _guarded(lambda off, s=status: client.list_orders(offset=off, situacao=s), breaker)
-        ):
-            report.sync.pages += 1
-            for item in page.items:
-                listed[int(item["id"])] = item
-                listed_status[int(item["id"])] = status
-            count += len(page.items)
-        report.api_by_status[status] = count
+    for order_id, item in listed.items():
+        try:
+            listed_status[order_id] = parse_situacao(order_id, item.get("situacao"))
+        except ParseError as exc:
+            # Counted nowhere, and imported as "missing" or "stale" so the detail decides.
+            log.error("integrity: %s", exc)
+            listed_status[order_id] = -1
+    report.api_by_status = {
+        s: sum(1 for v in listed_status.values() if v == s) for s in ALL_STATUSES
+    }
     stored = _db_statuses(db)
     missing = [i for i in listed if i not in stored]
     stale = [i for i in listed if i in stored and stored[i] != listed_status[i]]
@@ -622,17 +766,15 @@ def _integrity(
     for label, ids in (("missing", missing), ("stale", stale)):
         for start in range(0, len(ids), 100):
             items = [listed[i] for i in ids[start : start + 100]]
-            with db.begin() as conn:
-                batch = _build_batch(
-                    client,
-                    conn,
-                    items,
-                    report.sync,
-                    origin="integrity",
-                    breaker=breaker,
-                    force_detail=True,
-                )
-                _write_batch(conn, batch, report.sync)
+            batch = _sync_page(
+                client,
+                db,
+                items,
+                report.sync,
+                origin="integrity",
+                breaker=breaker,
+                force_detail=True,
+            )
             ok = len(batch.rows)
             if label == "missing":
                 report.recovered += ok

@@ -69,7 +69,7 @@ def run(instance, day, usuario_id=DOCTOR.usuario_id):
         instance=instance,
         resources={
             "detran_db": DatabaseResource.for_role("detran"),
-            "detran_portal": DetranPortalResource(),
+            "detran_portal": DetranPortalResource.from_env_vars(),
             "telegram": TelegramResource.from_env_vars(),
             "control_db": DatabaseResource.for_role("control"),
         },

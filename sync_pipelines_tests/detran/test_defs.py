@@ -30,6 +30,7 @@ from sync_pipelines.detran.defs import (
 from sync_pipelines.detran.examiners import save_examiner
 from sync_pipelines.detran.sync import lock_name
 from sync_pipelines.lib.locks import AdvisoryLock
+from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.resources import DatabaseResource, TelegramResource
 
 from .conftest import DOCTOR, PSYCHOLOGIST
@@ -40,6 +41,12 @@ TZ = "America/Sao_Paulo"
 @pytest.fixture
 def env(monkeypatch, detran_db, pg_url, pg_schema, portal, tmp_path):
     monkeypatch.setenv("DETRAN_DATABASE_URL", pg_url)
+    # The control role (alert state, locks) in this test's schema; every other role in the
+    # shared database, as the sandbox sets them (the project's definitions need one to load).
+    monkeypatch.setenv("SYNC_CONTROL_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SYNC_CONTROL_DATABASE_SCHEMA", pg_schema)
+    monkeypatch.setenv("SYNC_DATABASE_URL", pg_url)
+    migrate(detran_db, "control")
     monkeypatch.setenv("DETRAN_DATABASE_SCHEMA", pg_schema)
     monkeypatch.setenv("DETRAN_PORTAL_URL", portal.base_url)
     monkeypatch.setenv("DETRAN_DIAGNOSTICS_DIR", str(tmp_path / "pages"))
@@ -56,7 +63,7 @@ def instance():
 def resources():
     return {
         "detran_db": DatabaseResource.for_role("detran"),
-        "detran_portal": DetranPortalResource(),
+        "detran_portal": DetranPortalResource.from_env_vars(),
         "telegram": TelegramResource.from_env_vars(),
         "control_db": DatabaseResource.for_role("control"),
     }

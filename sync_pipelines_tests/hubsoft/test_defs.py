@@ -18,9 +18,10 @@ from dagster import (
     build_sensor_context,
 )
 
-from sync_pipelines.definitions import defs
+from sync_pipelines.definitions import build_defs
 from sync_pipelines.hubsoft.defs import (
     DISABLED,
+    HubSoftResource,
     hubsoft_health_monitor,
     recovery_schedule,
     status_schedule,
@@ -92,7 +93,7 @@ def schedule_tick(schedule, instance):
 
 
 def run_sync(instance, mode="all"):
-    job = defs.resolve_job_def("sync_tickets")
+    job = build_defs().resolve_job_def("sync_tickets")
     return job.execute_in_process(
         run_config={"ops": {"hubsoft_ticket_sync": {"config": {"mode": mode}}}},
         instance=instance,
@@ -129,8 +130,10 @@ def test_outage_offline_tickets_and_return_end_to_end(project):
         [request] = up.run_requests
         assert request.run_config["ops"]["hubsoft_ticket_sync"]["config"]["mode"] == "offline"
 
-        result = defs.resolve_job_def("sync_tickets").execute_in_process(
-            run_config=request.run_config, instance=instance, tags=request.tags
+        result = (
+            build_defs()
+            .resolve_job_def("sync_tickets")
+            .execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
         )
         assert result.success
         materialized = [m.asset_key.path[-1] for m in result.get_asset_materialization_events()]
@@ -167,8 +170,12 @@ def test_sandbox_outage_story_recovers_with_one_failure_and_one_adoption(project
         assert result.success
         keys = {m.asset_key.path[-1] for m in result.get_asset_materialization_events()}
         assert keys == {"offline_ticket_recovery", "ticket_status_sync"}
-        report = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[AssetKey(["hubsoft", "health_report"])]
+        report = (
+            build_defs()
+            .resolve_implicit_global_asset_job_def()
+            .execute_in_process(
+                instance=instance, asset_selection=[AssetKey(["hubsoft", "health_report"])]
+            )
         )
         assert report.success
         checks = {c.check_name: c.passed for c in report.get_asset_check_evaluations()}

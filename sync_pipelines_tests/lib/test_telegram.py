@@ -121,8 +121,10 @@ def test_resource_skips_with_a_reason_when_the_token_is_unset(monkeypatch, caplo
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.setenv("ADMIN_USER_IDS", "111")
     caplog.set_level(logging.INFO)
-    outcome = TelegramResource.from_env_vars().notify_admins(
-        "x", logging.getLogger("test.telegram")
+    outcome = (
+        TelegramResource.from_env_vars()
+        .process_config_and_initialize()
+        .notify_admins("x", logging.getLogger("test.telegram"))
     )
     assert outcome.sent == 0 and "TELEGRAM_BOT_TOKEN is not set" in outcome.skipped_reason
     assert "TELEGRAM_BOT_TOKEN is not set" in caplog.text
@@ -132,7 +134,11 @@ def test_resource_sends_with_the_sandbox_environment(sim, monkeypatch):
     for key, value in TELEGRAM_PART.env(sim.base_url).items():
         monkeypatch.setenv(key, value)
     sim.blocked_chats = {"222222222"}
-    outcome = TelegramResource.from_env_vars().notify_admins("HubSoft offline")
+    outcome = (
+        TelegramResource.from_env_vars()
+        .process_config_and_initialize()
+        .notify_admins("HubSoft offline")
+    )
     assert (outcome.sent, outcome.failed) == (1, 1)
     assert sim.texts() == ["HubSoft offline"]
 
@@ -141,7 +147,7 @@ def test_resource_never_raises_when_telegram_is_unreachable(sim, monkeypatch):
     for key, value in TELEGRAM_PART.env(sim.base_url).items():
         monkeypatch.setenv(key, value)
     sim.set_faults(outage="refuse")
-    outcome = TelegramResource.from_env_vars().notify_admins("x")
+    outcome = TelegramResource.from_env_vars().process_config_and_initialize().notify_admins("x")
     assert outcome.sent == 0 and outcome.failed == 2
 
 

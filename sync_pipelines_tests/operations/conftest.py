@@ -36,7 +36,7 @@ class DemoSandbox:
 def demo_sandbox(pg_url, tmp_path_factory) -> Iterator[DemoSandbox]:
     from dagster import DagsterInstance
 
-    from sync_pipelines.definitions import defs
+    from sync_pipelines.definitions import build_defs
     from sync_pipelines.sandbox import demo
     from sync_pipelines.sandbox.runner import Sandbox
 
@@ -53,7 +53,7 @@ def demo_sandbox(pg_url, tmp_path_factory) -> Iterator[DemoSandbox]:
             with DagsterInstance.get() as instance:
                 demo.set_pool_limits(instance)
                 demo.prepare_sources(env, instance, log.append)
-                outcomes = demo.materialize_everything(defs, instance, log.append)
+                outcomes = demo.materialize_everything(build_defs(), instance, log.append)
                 yield DemoSandbox(
                     env=env,
                     database_url=db_url,

@@ -39,9 +39,27 @@ def _sandbox_needles(demo_sandbox) -> tuple[Needles, list[str]]:
     engine = sa.create_engine(normalize_url(demo_sandbox.database_url))
     try:
         columns = values_from_database(engine, needles)
+        _tiny_tokens(engine, demo_sandbox.env, needles)
     finally:
         engine.dispose()
     return needles, columns
+
+
+def _tiny_tokens(engine: sa.Engine, env, needles: Needles) -> None:
+    """The Tiny token pair is stored encrypted (tiny/client.py): look for the tokens themselves."""
+    from sync_pipelines.lib.crypto import CREDENTIALS_KEY_VAR, CredentialsCipher
+
+    cipher = CredentialsCipher(env[CREDENTIALS_KEY_VAR])
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT access_token_encrypted, refresh_token_encrypted FROM tiny.tiny_oauth_tokens"
+            )
+        ).all()
+    for access, refresh in rows:
+        label = "tiny.tiny_oauth_tokens"
+        needles.add_secret(access and cipher.decrypt(access, "access"), f"{label}.access_token")
+        needles.add_secret(cipher.decrypt(refresh, "refresh"), f"{label}.refresh_token")
 
 
 def test_the_scan_has_something_to_look_for(demo_sandbox):

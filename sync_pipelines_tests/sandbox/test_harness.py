@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import concurrent.futures
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -165,15 +166,57 @@ def test_rate_limit_answers_429_with_retry_after(shop) -> None:
     assert 1 <= int(replies[2].headers["Retry-After"]) <= 5
 
 
-def test_latency_and_hang_delay_the_reply(shop) -> None:
-    shop.set_faults(latency=0.3)
-    start = time.monotonic()
-    requests.get(f"{shop.base_url}/orders/900001", timeout=5)
-    assert time.monotonic() - start >= 0.3
-    shop.set_faults(latency=None, hang=2)
+class GatedShop(ShopSimulator):
+    """The shop, with every fault delay held at a gate the test opens: the test sees the delay
+    asked for and what happened before it ended, without measuring time."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.delays: list[float] = []
+        self.delaying = threading.Event()
+        self.gate = threading.Event()
+
+    def _delay(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.delaying.set()
+        self.gate.wait(30)  # a safety net: the test opens the gate long before
+
+
+@pytest.fixture
+def gated() -> Iterator[GatedShop]:
+    with GatedShop(seed=7) as sim:
+        yield sim
+        sim.gate.set()
+
+
+def _in_background(call) -> concurrent.futures.Future:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_latency_holds_the_reply_back_until_the_delay_is_over(gated) -> None:
+    gated.set_faults(latency=0.3)
+    reply = _in_background(lambda: requests.get(f"{gated.base_url}/orders/900001", timeout=10))
+    assert gated.delaying.wait(10), "the request never reached the delay"
+    assert gated.delays == [0.3]
+    # Held before the handler answered: no status yet, no reply yet.
+    assert gated.requests_log()[-1]["status"] is None
+    assert not reply.done()
+    gated.gate.set()
+    assert reply.result(timeout=10).status_code == 200
+    assert gated.requests_log()[-1]["status"] == 200
+
+
+def test_hang_outlasts_the_client_read_timeout(gated) -> None:
+    gated.set_faults(hang=2)
     with pytest.raises(requests.ReadTimeout):
-        requests.get(f"{shop.base_url}/orders/900001", timeout=(1, 0.3))
-    assert shop.requests_log()[-1]["fault"] == "hang"
+        # The gate stays closed: the reply cannot come before the client gives up.
+        requests.get(f"{gated.base_url}/orders/900001", timeout=(5, 0.3))
+    assert gated.delaying.wait(10), "the request never reached the delay"
+    assert gated.delays == [2.0]
+    assert gated.requests_log()[-1]["fault"] == "hang"
 
 
 def test_drop_after_commit_runs_the_handler_but_sends_no_reply(shop) -> None:
@@ -199,16 +242,19 @@ def test_outage_refuse_resets_connections_but_admin_still_answers(shop) -> None:
     assert requests.get(f"{shop.base_url}/orders/900001", timeout=5).status_code == 200
 
 
-def test_outage_modes_503_and_timeout_never_run_the_handler(shop) -> None:
-    before = len(shop.orders)
-    shop.set_faults(outage="503")
-    assert requests.post(f"{shop.base_url}/orders", json={}, timeout=5).status_code == 503
-    shop.set_faults(outage={"mode": "timeout", "seconds": 0.3})
-    start = time.monotonic()
-    assert requests.post(f"{shop.base_url}/orders", json={}, timeout=5).status_code == 504
-    assert time.monotonic() - start >= 0.3
-    assert len(shop.orders) == before
-    assert [e["fault"] for e in shop.requests_log()] == ["outage:503", "outage:timeout"]
+def test_outage_modes_503_and_timeout_never_run_the_handler(gated) -> None:
+    before = len(gated.orders)
+    gated.set_faults(outage="503")
+    assert requests.post(f"{gated.base_url}/orders", json={}, timeout=5).status_code == 503
+    gated.set_faults(outage={"mode": "timeout", "seconds": 0.3})
+    reply = _in_background(lambda: requests.post(f"{gated.base_url}/orders", json={}, timeout=10))
+    assert gated.delaying.wait(10), "the request never reached the delay"
+    assert gated.delays == [0.3]
+    assert not reply.done()
+    gated.gate.set()
+    assert reply.result(timeout=10).status_code == 504
+    assert len(gated.orders) == before
+    assert [e["fault"] for e in gated.requests_log()] == ["outage:503", "outage:timeout"]
 
 
 def test_malformed_reply_is_a_200_with_a_body_that_is_not_json(shop) -> None:

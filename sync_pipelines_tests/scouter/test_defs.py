@@ -10,7 +10,7 @@ import random
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
-from sync_pipelines.definitions import defs
+from sync_pipelines.definitions import build_defs
 from sync_pipelines.resources import DatabaseResource
 from sync_pipelines.sandbox.postgrest_sim import SANDBOX_SERVICE_KEY
 from sync_pipelines.sandbox.scouter_data import insert_leads, make_lead
@@ -25,6 +25,8 @@ from .conftest import DAY, dest_rows, seed_day
 @pytest.fixture
 def env(monkeypatch, pg_url, source_db, sim):
     monkeypatch.setenv("TABULADORMAX_DATABASE_URL", pg_url)
+    # Every other role in the shared database, as the sandbox sets it (needed to load).
+    monkeypatch.setenv("SYNC_DATABASE_URL", pg_url)
     monkeypatch.setenv("TABULADORMAX_DATABASE_SCHEMA", source_db.schema)
     monkeypatch.setenv("GESTAO_SCOUTER_URL", sim.base_url)
     monkeypatch.setenv("GESTAO_SCOUTER_SERVICE_KEY", SANDBOX_SERVICE_KEY)
@@ -39,7 +41,7 @@ def instance():
 
 
 def _run(instance, day: dt.date, run_config=None, tags=None):
-    job = defs.resolve_job_def("gestao_scouter_export")
+    job = build_defs().resolve_job_def("gestao_scouter_export")
     return job.execute_in_process(
         partition_key=day.isoformat(),
         instance=instance,
@@ -93,7 +95,7 @@ def test_control_job_and_driver_sensor_walk_a_period_to_completion(env, sim, ins
     days = [DAY + dt.timedelta(days=n) for n in range(3)]
     for n, day in enumerate(days):
         seed_day(env, day, 30, first_id=1000 * (n + 1))
-    control = defs.resolve_job_def("gestao_scouter_export_control")
+    control = build_defs().resolve_job_def("gestao_scouter_export_control")
     start = {"action": "start", "start_date": days[0].isoformat(), "end_date": days[-1].isoformat()}
     assert control.execute_in_process(
         run_config={"ops": {"export_job_control": {"config": start}}},
@@ -131,7 +133,7 @@ def _drive(instance) -> list:
 
 
 def _control(instance, **config) -> None:
-    control = defs.resolve_job_def("gestao_scouter_export_control")
+    control = build_defs().resolve_job_def("gestao_scouter_export_control")
     assert control.execute_in_process(
         run_config={"ops": {"export_job_control": {"config": config}}}, instance=instance
     ).success

@@ -32,6 +32,7 @@ HOUR = dt.timedelta(hours=1)
 def env(monkeypatch, source_db, pg_url, pg_schema, telegram):
     for var, value in {
         "TABULADORMAX_DATABASE_URL": pg_url,
+        "SYNC_DATABASE_URL": pg_url,  # the other roles, as the sandbox sets them
         "TABULADORMAX_DATABASE_SCHEMA": pg_schema,
         "SYNC_CONTROL_DATABASE_URL": pg_url,
         "SYNC_CONTROL_DATABASE_SCHEMA": pg_schema,
@@ -60,7 +61,11 @@ def tick(instance):
 
 
 def run_check(instance):
-    defs = Definitions.merge(scouter_defs.defs, Definitions(resources=database_resources()))
+    resources = {
+        **database_resources(),
+        "gestao_scouter": scouter_defs.GestaoScouterResource.from_env_vars(),
+    }
+    defs = Definitions.merge(scouter_defs.defs, Definitions(resources=resources))
     result = defs.resolve_job_def("gestao_scouter_stuck_jobs").execute_in_process(instance=instance)
     assert result.success
     [evaluation] = result.get_asset_check_evaluations()

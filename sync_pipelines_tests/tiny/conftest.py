@@ -10,6 +10,7 @@ from sync_pipelines.sandbox.tiny_sim import (
     API_PREFIX,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
+    SANDBOX_CREDENTIALS_KEY,
     TOKEN_PATH,
     TinySimulator,
 )
@@ -42,6 +43,7 @@ def oauth_settings(sim: TinySimulator, refresh_token: str = "") -> OAuthSettings
         client_id=SANDBOX_CLIENT_ID,
         client_secret=SANDBOX_CLIENT_SECRET,
         initial_refresh_token=refresh_token or sim.issue_initial_tokens()["refresh_token"],
+        credentials_key=SANDBOX_CREDENTIALS_KEY,
     )
 
 
@@ -62,3 +64,25 @@ def client(sim, tiny_db):
     c = make_client(sim, tiny_db)
     yield c
     c.close()
+
+
+def stored_pair(db) -> tuple[str, str]:
+    """The (access, refresh) tokens stored in tiny_oauth_tokens, decrypted; the clear
+    columns must be empty."""
+    import sqlalchemy as sa
+
+    from sync_pipelines.lib.crypto import CredentialsCipher
+
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT access_token, refresh_token, access_token_encrypted, "
+                "refresh_token_encrypted FROM tiny_oauth_tokens"
+            )
+        ).one()
+    assert row.access_token is None and row.refresh_token is None, "token stored in clear"
+    cipher = CredentialsCipher(SANDBOX_CREDENTIALS_KEY)
+    return (
+        cipher.decrypt(row.access_token_encrypted, "access"),
+        cipher.decrypt(row.refresh_token_encrypted, "refresh"),
+    )

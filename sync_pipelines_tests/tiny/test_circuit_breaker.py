@@ -196,7 +196,7 @@ def project(pg_url, monkeypatch):
 def resources() -> dict:
     # Built per test: the resources are wired to the variables each test's fixtures set.
     return {
-        "tiny_api": TinyApiResource(),
+        "tiny_api": TinyApiResource.from_env_vars(),
         "tiny_db": DatabaseResource.for_role("tiny"),
         "control_db": DatabaseResource.for_role("control"),
         "telegram": TelegramResource.from_env_vars(),

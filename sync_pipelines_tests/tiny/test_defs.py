@@ -20,6 +20,7 @@ from sync_pipelines.tiny.defs import (
 )
 
 from ..dagster_db import scratch_database
+from .conftest import stored_pair
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def project(pg_url, monkeypatch):
 def resources() -> dict:
     # Built per test: the resources are wired to the variables each test's fixtures set.
     return {
-        "tiny_api": TinyApiResource(),
+        "tiny_api": TinyApiResource.from_env_vars(),
         "tiny_db": DatabaseResource.for_role("tiny"),
         "control_db": DatabaseResource.for_role("control"),
         "telegram": TelegramResource.from_env_vars(),
@@ -64,15 +65,13 @@ def test_month_partition_materializes_with_metadata_and_no_leaks(project):
         assert meta["pages"].value == 2 and meta["api_calls"].value >= 132
         events = "\n".join(str(e) for e in instance.all_logs(result.run_id))
     db = create_database("tiny", url, "tiny")
+    access, refresh = stored_pair(db)
     with db.connect() as conn:
-        token = conn.execute(
-            sa.text("SELECT access_token, refresh_token FROM tiny_oauth_tokens")
-        ).one()
         people = conn.execute(
             sa.text("SELECT cliente_nome, cliente_email, cliente_celular FROM ordens_servico")
         ).all()
     db.dispose()
-    secrets = [token.access_token, token.refresh_token, SANDBOX_CLIENT_SECRET]
+    secrets = [access, refresh, SANDBOX_CLIENT_SECRET]
     personal = [v for row in people for v in row if v and len(v) > 5]
     assert personal
     assert [s for s in secrets if s in events] == []

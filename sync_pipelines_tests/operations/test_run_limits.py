@@ -1,0 +1,92 @@
+"""Each job's runs carry a max runtime sized to it, and the worker health check of the local
+launcher tells a live worker from a dead one (or from a newer process that got its pid)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from dagster import DagsterRun
+from dagster._core.launcher.base import WorkerStatus
+
+from sync_pipelines.definitions import defs
+from sync_pipelines.operations.run_launcher import (
+    WORKER_HOST_TAG,
+    LocalRunLauncher,
+    WorkerStart,
+    worker_status,
+)
+from sync_pipelines.operations.run_limits import MAX_RUNTIME_SECONDS
+
+TAG = "dagster/max_runtime"
+
+
+def test_every_job_has_its_own_max_runtime_on_definition_and_run_tags():
+    repository = defs.get_repository_def()
+    jobs = {job.name: job for job in repository.get_all_jobs() if not job.name.startswith("__")}
+    assert set(MAX_RUNTIME_SECONDS) == set(jobs), "a job without a bound, or a bound without a job"
+    for name, job in jobs.items():
+        assert job.tags.get(TAG) == str(MAX_RUNTIME_SECONDS[name]), name
+        assert job.run_tags.get(TAG) == str(MAX_RUNTIME_SECONDS[name]), name
+    # Schedules and sensors launch the tagged job, not an untagged copy of it.
+    for schedule in repository.schedule_defs:
+        if schedule.has_job:
+            assert schedule.job.run_tags.get(TAG), schedule.name
+    # A few hours at most: a stuck run must not hold its schedule or examiner for longer.
+    assert max(MAX_RUNTIME_SECONDS.values()) <= 3 * 3600
+
+
+def test_detran_job_keeps_its_examiner_tag_for_every_partition():
+    job = defs.get_repository_def().get_job("detran_agenda_sync")
+    tags = job.partitioned_config.get_tags_for_partition_key("2026-12-01|7")
+    assert tags["examiner"] == "7"
+
+
+@pytest.fixture
+def child():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _started(pid: int) -> WorkerStart:
+    return WorkerStart(pid=pid, reported_at=psutil.Process(pid).create_time() + 0.5)
+
+
+def test_live_worker_is_running(child):
+    status, _ = worker_status(_started(child.pid))
+    assert status == WorkerStatus.RUNNING
+
+
+def test_killed_worker_is_failed_also_before_it_is_reaped(child):
+    start = _started(child.pid)
+    child.kill()
+    # Not reaped yet (nobody called wait): a zombie is a dead worker.
+    deadline = time.monotonic() + 30
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the killed child never became a zombie"
+        time.sleep(0.05)
+    status, message = worker_status(start)
+    assert status == WorkerStatus.FAILED and str(child.pid) in message
+    child.wait()
+    status, message = worker_status(start)
+    assert status == WorkerStatus.FAILED and "gone" in message
+
+
+def test_pid_reused_by_a_newer_process_is_a_dead_worker(child):
+    # The event was written before this process existed: it cannot be the worker that wrote it.
+    created = psutil.Process(child.pid).create_time()
+    status, message = worker_status(WorkerStart(pid=child.pid, reported_at=created - 60))
+    assert status == WorkerStatus.FAILED and "newer process" in message
+
+
+@pytest.mark.parametrize("host", [None, "another-machine"])
+def test_worker_this_machine_cannot_see_is_left_to_max_runtime(host):
+    tags = {WORKER_HOST_TAG: host} if host else {}
+    run = DagsterRun(job_name="detran_agenda_sync", run_id="r1", tags=tags)
+    result = LocalRunLauncher().check_run_worker_health(run)
+    assert result.status == WorkerStatus.RUNNING
