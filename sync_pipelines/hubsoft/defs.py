@@ -48,6 +48,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from ..catalog import SUPPORT_TICKETS, table_materializations
 from ..lib.alerts import EVERY_ADMIN, AlertState
 from ..resources import DatabaseResource, TelegramResource, env_or
 from .client import (
@@ -226,6 +227,9 @@ def hubsoft_ticket_sync(
             yield _recover(context, client, db, telegram)
         if STATUS_KEY in wanted:
             yield _sync_status(context, client, db)
+    # The table both steps write, with its row count, on its catalog asset.
+    for event in table_materializations(db, [SUPPORT_TICKETS]):
+        context.log_event(event)
 
 
 def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> MaterializeResult:
@@ -277,7 +281,11 @@ def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
     key=["hubsoft", "health_report"],
     kinds={"api", "postgres"},
     check_specs=[
-        AssetCheckSpec("hubsoft_online", asset=["hubsoft", "health_report"]),
+        AssetCheckSpec(
+            "hubsoft_online",
+            asset=["hubsoft", "health_report"],
+            description="HubSoft answered the health check (token + one authenticated GET).",
+        ),
         AssetCheckSpec(
             "no_failed_tickets",
             asset=["hubsoft", "health_report"],

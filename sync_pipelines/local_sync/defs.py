@@ -39,6 +39,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from ..catalog import row_count
 from ..lib.locks import AdvisoryLock
 from ..resources import DatabaseResource, TenantDatabasesResource
 from . import source
@@ -88,15 +89,13 @@ class LocalSyncConfig(Config):
     )
 
 
-def _metadata(result: TableResult) -> dict:
+def _metadata(result: TableResult, tenant_rows: int) -> dict:
     data = {
         k: MetadataValue.int(v) if isinstance(v, int) else v for k, v in result.metadata().items()
     }
     data["duration_s"] = MetadataValue.float(result.duration_s)
-    preview = "| measure | value |\n|---|---|\n" + "\n".join(
-        f"| {k} | {v} |" for k, v in result.metadata().items()
-    )
-    data["summary"] = MetadataValue.md(preview)
+    # The tenant's table after the sync: the partition's (tenant's) row count.
+    data["dagster/row_count"] = MetadataValue.int(tenant_rows)
     return data
 
 
@@ -157,13 +156,15 @@ def local_sync_tenant(
                     f"{r.upsert.updated} updated, {r.deleted} deleted ({r.mode}, {r.duration_s:.1f}s)"
                 ),
             )
+        tenant_rows = {table: row_count(tenant_db, table) for table in tables}
     finally:
         tenant_db.dispose()
     if outcome.migrations_applied:
         context.log.info(f"tenant tables created: {', '.join(outcome.migrations_applied)}")
     for table in tables:
         yield MaterializeResult(
-            asset_key=AssetKey([GROUP, table]), metadata=_metadata(outcome.tables[table])
+            asset_key=AssetKey([GROUP, table]),
+            metadata=_metadata(outcome.tables[table], tenant_rows[table]),
         )
 
 

@@ -36,11 +36,16 @@ from dagster import (
     MetadataValue,
     MonthlyPartitionsDefinition,
     ScheduleDefinition,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
     asset,
     define_asset_job,
 )
 from pydantic import Field
 
+from ..catalog import TINY_IMPORT_FAILURES, TINY_ORDERS, TINY_STATUS_HISTORY, table_materializations
 from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
@@ -216,14 +221,32 @@ def _client(
     _reauthorization_alert(context, telegram, control_db, False)
 
 
-def _status_table(db: Database) -> str:
+def _status_table(db: Database) -> TableMetadataValue:
     with db.connect() as conn:
         counts = dict(
             conn.exec_driver_sql("SELECT situacao, count(*) FROM ordens_servico GROUP BY 1").all()
         )
-    lines = ["| situacao | name | orders |", "|---|---|---:|"]
-    lines += [f"| {s} | {STATUS_NAMES[s]} | {counts.get(s, 0)} |" for s in ALL_STATUSES]
-    return "\n".join(lines)
+    return MetadataValue.table(
+        records=[
+            TableRecord({"situacao": s, "name": STATUS_NAMES[s], "orders": counts.get(s, 0)})
+            for s in ALL_STATUSES
+        ],
+        schema=TableSchema(
+            columns=[
+                TableColumn("situacao", "int"),
+                TableColumn("name", "string"),
+                TableColumn("orders", "int"),
+            ]
+        ),
+    )
+
+
+def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) -> None:
+    """Row counts of the tables every Tiny asset writes, on their catalog assets."""
+    for event in table_materializations(
+        tiny_db.db, [TINY_ORDERS, TINY_STATUS_HISTORY, TINY_IMPORT_FAILURES]
+    ):
+        context.log_event(event)
 
 
 def _numeric(values: dict) -> dict:
@@ -259,6 +282,7 @@ def service_orders_history(
 
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = sync_month(client, tiny_db.db, month, on_page=progress)
+    _report_tables(context, tiny_db)
     return MaterializeResult(metadata=_numeric(result.metadata()))
 
 
@@ -295,7 +319,8 @@ def service_orders_incremental(
         f"{result.status_changes} status changes, {result.api_calls} API calls"
     )
     metadata = _numeric(result.metadata())
-    metadata["orders_by_status"] = MetadataValue.md(_status_table(tiny_db.db))
+    metadata["orders_by_status"] = _status_table(tiny_db.db)
+    _report_tables(context, tiny_db)
     return MaterializeResult(metadata=metadata)
 
 
@@ -327,6 +352,7 @@ def import_failure_retries(
     metadata = _numeric(result.metadata()) | _numeric(
         {f"failures_{k}": v for k, v in counts.items()}
     )
+    _report_tables(context, tiny_db)
     return MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -348,7 +374,14 @@ def import_failure_retries(
 @asset(
     key=["tiny", "integrity_report"],
     **TINY_ASSET,
-    check_specs=[AssetCheckSpec("api_and_table_agree", asset=["tiny", "integrity_report"])],
+    check_specs=[
+        AssetCheckSpec(
+            "api_and_table_agree",
+            asset=["tiny", "integrity_report"],
+            description="Per status, ordens_servico holds as many orders as Tiny lists "
+            "(after the report imported what was missing and fixed stale statuses).",
+        )
+    ],
     description=(
         "Daily integrity check: per status 0–7 compares Tiny's ids with ordens_servico, imports "
         "missing orders, fixes stale statuses (with history) and reports the totals."
@@ -369,6 +402,7 @@ def integrity_report(
         for s in ALL_STATUSES
     ]
     agree = report.api_by_status == report.db_by_status
+    _report_tables(context, tiny_db)
     return MaterializeResult(
         metadata={
             "api_total": MetadataValue.int(report.api_total),

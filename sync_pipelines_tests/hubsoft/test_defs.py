@@ -137,7 +137,14 @@ def test_outage_offline_tickets_and_return_end_to_end(project):
         )
         assert result.success
         materialized = [m.asset_key.path[-1] for m in result.get_asset_materialization_events()]
-        assert materialized == ["offline_ticket_recovery"]  # mode offline: no status sync
+        # mode offline: no status sync; the table it wrote reports its row count.
+        assert materialized == ["offline_ticket_recovery", "support_tickets"]
+        tickets = result.asset_materializations_for_node("hubsoft_ticket_sync")[-1]
+        with db.connect() as conn:
+            stored = conn.execute(
+                sa.text(f"SELECT count(*) FROM {db.table('support_tickets')}")
+            ).scalar_one()
+        assert tickets.metadata["dagster/row_count"].value == stored > 0
         meta = result.asset_materializations_for_node("hubsoft_ticket_sync")[0].metadata
         assert (meta["created"].value, meta["failed"].value, meta["still_unsynced"].value) == (
             4,
@@ -169,7 +176,7 @@ def test_sandbox_outage_story_recovers_with_one_failure_and_one_adoption(project
         result = run_sync(instance, "all")
         assert result.success
         keys = {m.asset_key.path[-1] for m in result.get_asset_materialization_events()}
-        assert keys == {"offline_ticket_recovery", "ticket_status_sync"}
+        assert keys == {"offline_ticket_recovery", "ticket_status_sync", "support_tickets"}
         report = (
             build_defs()
             .resolve_implicit_global_asset_job_def()

@@ -4,7 +4,17 @@
 import datetime as dt
 import time
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
+    asset,
+)
 
 from ...lib.locks import LockNotAvailable
 from ...lib.redact import mask_cpf
@@ -37,7 +47,18 @@ def _sync_metadata(result: SyncResult, seconds: float) -> dict:
     }
 
 
-def _preview(db, usuario_id: int, day: dt.date) -> str:
+PREVIEW_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("hora", "time"),
+        TableColumn("status", "string"),
+        TableColumn("cpf", "string", description="masked"),
+        TableColumn("categoria", "string"),
+        TableColumn("processo", "string"),
+    ]
+)
+
+
+def _preview(db, usuario_id: int, day: dt.date) -> TableMetadataValue:
     import sqlalchemy as sa
 
     with db.connect() as conn:
@@ -49,13 +70,34 @@ def _preview(db, usuario_id: int, day: dt.date) -> str:
             ),
             {"u": usuario_id, "d": day},
         ).all()
-    lines = ["| hora | status | CPF | categoria | processo |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r.hora:%H:%M} | {r.status} | {mask_cpf(r.cpf) if r.cpf else '-'} | "
-        f"{r.categoria or '-'} | {r.tipo or '-'} |"
+    records = [
+        TableRecord(
+            {
+                "hora": f"{r.hora:%H:%M}",
+                "status": r.status,
+                "cpf": mask_cpf(r.cpf) if r.cpf else "-",
+                "categoria": r.categoria or "-",
+                "processo": r.tipo or "-",
+            }
+        )
         for r in rows
     ]
-    return "\n".join(lines)
+    return MetadataValue.table(records=records, schema=PREVIEW_SCHEMA)
+
+
+def _partition_rows(db, table: str, usuario_id: int, day: dt.date) -> int:
+    """Rows of one examiner's day in ``table``: the partition's ``dagster/row_count``."""
+    import sqlalchemy as sa
+
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    f"SELECT count(*) FROM {db.table(table)} WHERE usuario_id = :u AND data = :d"
+                ),
+                {"u": usuario_id, "d": day},
+            ).scalar_one()
+        )
 
 
 @asset(
@@ -129,7 +171,10 @@ def agenda_slots(
         )
     if result.status == "partial":
         context.log.warning(f"partial sync: {result.error}")
-    metadata["preview"] = MetadataValue.md(_preview(db, usuario_id, day))
+    metadata["preview"] = _preview(db, usuario_id, day)
+    metadata["dagster/row_count"] = MetadataValue.int(
+        _partition_rows(db, "agenda_slots", usuario_id, day)
+    )
     yield MaterializeResult(metadata=metadata)
 
 
@@ -165,5 +210,8 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
             "corrected_from_portal": MetadataValue.int(result.corrected),
             "kept_local_edits": MetadataValue.int(result.kept_local_edits),
             "duration_seconds": MetadataValue.float(round(time.monotonic() - started, 3)),
+            "dagster/row_count": MetadataValue.int(
+                _partition_rows(detran_db.db, "agendamentos", usuario_id, day)
+            ),
         }
     )

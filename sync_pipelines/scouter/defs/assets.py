@@ -51,7 +51,15 @@ class ExportRunConfig(Config):
         "compared with both real schemas. Its blocking check stops the export until every "
         "mapped column exists, and shows the SQL to run in Gestão Scouter."
     ),
-    check_specs=[AssetCheckSpec("mapped_columns_exist", asset=SCHEMA_KEY, blocking=True)],
+    check_specs=[
+        AssetCheckSpec(
+            "mapped_columns_exist",
+            asset=SCHEMA_KEY,
+            blocking=True,
+            description="Every mapped column exists in TabuladorMax and in Gestão Scouter; "
+            "blocks the export until it does (the result shows the SQL to add them).",
+        )
+    ],
 )
 def schema_validation(
     context: AssetExecutionContext,

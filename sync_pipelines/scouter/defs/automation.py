@@ -156,6 +156,8 @@ def error_purge_job() -> None:
 
 error_purge_schedule = ScheduleDefinition(
     name="gestao_scouter_error_purge_daily",
+    description="Daily at 03:30 (São Paulo): delete export error rows older than "
+    "GESTAO_SCOUTER_ERROR_RETENTION_DAYS (90).",
     job=error_purge_job,
     cron_schedule="30 3 * * *",
     execution_timezone=TZ,
