@@ -38,10 +38,6 @@ JOB_TAG = "gestao_scouter/export_job"
 GENERATION_TAG = "gestao_scouter/generation"
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 _UNFINISHED = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -172,7 +168,7 @@ def reverse_sync_leads(
     gestao_scouter: GestaoScouterResource,
     tabuladormax_db: DatabaseResource,
 ) -> None:
-    if not _env_flag("GESTAO_SCOUTER_REVERSE_SYNC"):
+    if not gestao_scouter.reverse_sync_on:
         context.log.info("GESTAO_SCOUTER_REVERSE_SYNC is off: nothing done")
         return
     _, mapping = mapping_for(tabuladormax_db.db, None)
@@ -192,13 +188,10 @@ def reverse_sync_job() -> None:
 @sensor(
     job=reverse_sync_job,
     minimum_interval_seconds=60,
-    # Off by default (the users' document: bidirectional sync is optional); it starts
-    # running by itself only where GESTAO_SCOUTER_REVERSE_SYNC=true.
-    default_status=(
-        DefaultSensorStatus.RUNNING
-        if _env_flag("GESTAO_SCOUTER_REVERSE_SYNC")
-        else DefaultSensorStatus.STOPPED
-    ),
+    # Bidirectional sync is optional (the users' document): the sensor runs, and each tick
+    # skips saying so unless GESTAO_SCOUTER_REVERSE_SYNC=true. Its status is fixed here
+    # rather than read from the environment when the module is imported.
+    default_status=DefaultSensorStatus.RUNNING,
     description="Polls Gestão Scouter for leads changed since the reverse sync's cursor.",
 )
 def gestao_scouter_reverse_sync_sensor(
@@ -206,7 +199,7 @@ def gestao_scouter_reverse_sync_sensor(
     tabuladormax_db: DatabaseResource,
     gestao_scouter: GestaoScouterResource,
 ) -> RunRequest | SkipReason:
-    if not _env_flag("GESTAO_SCOUTER_REVERSE_SYNC"):
+    if not gestao_scouter.reverse_sync_on:
         return SkipReason("GESTAO_SCOUTER_REVERSE_SYNC is not true")
     if _run_in_progress(context.instance, job_name="gestao_scouter_reverse_sync"):
         return SkipReason("a reverse sync run is in progress")

@@ -24,6 +24,10 @@ class GestaoScouterResource(ConfigurableResource):
     url: str | None = Field(default=None, description=f"{URL_VAR}: https://<project>.supabase.co")
     service_key: str | None = Field(default=None, description=f"{KEY_VAR} (secret).")
     batch_size: int = Field(default=50, description="GESTAO_SCOUTER_BATCH_SIZE: leads per request.")
+    reverse_sync: str = Field(
+        default="false",
+        description="GESTAO_SCOUTER_REVERSE_SYNC: true writes Gestão Scouter's changes back.",
+    )
 
     @classmethod
     def from_env_vars(cls, env: Mapping[str, str] | None = None) -> "GestaoScouterResource":
@@ -31,7 +35,12 @@ class GestaoScouterResource(ConfigurableResource):
             url=env_or(URL_VAR, None, env),
             service_key=env_or(KEY_VAR, None, env),
             batch_size=env_or("GESTAO_SCOUTER_BATCH_SIZE", 50, env),
+            reverse_sync=env_or("GESTAO_SCOUTER_REVERSE_SYNC", "false", env),
         )
+
+    @property
+    def reverse_sync_on(self) -> bool:
+        return self.reverse_sync.strip().lower() in ("1", "true", "yes", "on")
 
     def client(self) -> GestaoScouterClient:
         return GestaoScouterClient.from_settings(
