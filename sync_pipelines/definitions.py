@@ -14,14 +14,14 @@ from .hubsoft import defs as hubsoft
 from .local_sync import defs as local_sync
 from .operations import defs as operations
 from .operations.freshness import with_schedule_freshness
-from .operations.run_limits import with_max_runtime
+from .operations.run_limits import with_run_limits
 from .resources import database_resources
 from .scouter import defs as scouter
 from .tiny import defs as tiny
 
 # Every scheduled asset also gets a freshness policy derived from its schedule, and every
-# job the bound on its runs' duration (operations/run_limits.py).
-defs = with_max_runtime(
+# job its run limits: duration and pod size (operations/run_limits.py).
+defs = with_run_limits(
     with_schedule_freshness(
         Definitions.merge(
             operations.defs,
