@@ -32,6 +32,7 @@ from dagster import Definitions
 from .assets import agenda_slots, agendamentos
 from .automation import (
     detran_agenda_job,
+    detran_all_examiners_job,
     detran_days_4_to_14,
     detran_examiners_sensor,
     detran_next_3_days,
@@ -52,7 +53,7 @@ from .resources import DetranPortalResource
 
 defs = Definitions(
     assets=[agenda_slots, agendamentos],
-    jobs=[detran_agenda_job],
+    jobs=[detran_agenda_job, detran_all_examiners_job],
     sensors=[detran_examiners_sensor],
     schedules=[detran_next_3_days, detran_days_4_to_14],
     resources={"detran_portal": DetranPortalResource()},
@@ -72,6 +73,7 @@ __all__ = [
     "days_partitions",
     "defs",
     "detran_agenda_job",
+    "detran_all_examiners_job",
     "detran_days_4_to_14",
     "detran_examiners_sensor",
     "detran_next_3_days",
