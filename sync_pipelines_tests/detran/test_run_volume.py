@@ -187,15 +187,14 @@ def materialized(instance, asset) -> set[str]:
     return set(instance.get_materialized_partitions(asset.key))
 
 
-def test_single_examiner_backfill_from_the_asset_partitions_is_one_run_per_examiner(
+def test_single_examiner_range_from_the_asset_partitions_syncs_in_one_run_with_one_login(
     env, instance, portal
 ):
     # Dates the daily dimension has (it ends 15 days after today).
     today = dt.datetime.now(TZ).date()
     days = [today + dt.timedelta(days=i) for i in range(1, 6)]
     keys = [partition_key(d, DOCTOR.usuario_id) for d in days]
-    # What a backfill of these partitions launches with BackfillPolicy.single_run().
-    assert agenda_slots.backfill_policy.max_partitions_per_run is None
+    # The range Dagster makes of these partitions (as a backfill does): one examiner, 5 days.
     with partition_loading_context(dynamic_partitions_store=instance):
         (asked,) = agenda_partitions.subset_with_partition_keys(keys).get_partition_key_ranges(
             agenda_partitions
@@ -221,6 +220,17 @@ def test_single_examiner_backfill_from_the_asset_partitions_is_one_run_per_exami
     assert sync_runs == 1  # one lock, one session for the five days
     logins = {m.metadata["logins"].value for m in slot_materializations(result)}
     assert logins == {1}
+    # and one of those days alone, as a UI re-sync launches it, still works
+    alone = materialize(
+        [agenda_slots, agendamentos],
+        partition_key=str(keys[0]),
+        instance=instance,
+        resources=resources(),
+        raise_on_error=False,
+    )
+    assert alone.success
+    (again,) = slot_materializations(alone)
+    assert (again.metadata["inserted"].value, again.metadata["session_reused"].value) == (0, True)
 
 
 def test_scheduled_run_syncs_each_examiner_under_their_lock_and_one_refusal_stops_no_one(

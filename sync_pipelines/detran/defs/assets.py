@@ -6,7 +6,6 @@ import time
 
 from dagster import (
     AssetExecutionContext,
-    BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -74,10 +73,11 @@ def _preview(db, usuario_id: int, day: dt.date) -> str:
     kinds={"postgres", "html"},
     owners=["team:data-platform"],
     check_specs=AGENDA_CHECKS,
-    # A range of partitions (the schedules' all-examiner runs, a backfill) is one run; its
-    # materializations are reported partition by partition (partition_ranges.py), so the
-    # step yields no output then and the asset must not require one.
-    backfill_policy=BackfillPolicy.single_run(),
+    # A run over a range of partitions (the schedules' all-examiner run) reports its
+    # materializations partition by partition (partition_ranges.py): the step yields no
+    # output then, so the asset must not require one. No BackfillPolicy.single_run(): Dagster
+    # refuses it beside detran_agenda_sync's PartitionedConfig, which gives a UI re-sync its
+    # examiner=<id> tag; a UI backfill stays one run per partition, as before.
     output_required=False,
     description=(
         "Bookings of one examiner on one day, read from the DETRAN-SP e-CNHsp portal "
@@ -152,7 +152,6 @@ def agenda_slots(
     key=["detran", "agendamentos"],
     deps=[agenda_slots],
     partitions_def=agenda_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
     group_name="detran",
     kinds={"postgres"},
     owners=["team:data-platform"],

@@ -3,8 +3,8 @@
 Why: one run per examiner × day per tick made the schedules launch 420 runs per examiner a
 day (issue 16). The schedules now launch one run per tick over the box "window days ×
 registered examiners" (``MultiPartitionsDefinition`` ranges are boxes: every date of the
-range × every examiner of the range), and a backfill of one examiner over a date range
-(``BackfillPolicy.single_run()``) is one run too. Such a run:
+range × every examiner of the range). Any run launched with a partition range (e.g. one
+examiner over a date range, with the range tags) takes this path too. Such a run:
 
 - syncs the examiners one after the other, each with ``sync_examiner``: the examiner's
   advisory lock (try-only), one portal session for all of that examiner's days, the cached
