@@ -37,7 +37,7 @@ from .hubsoft import defs as hubsoft  # noqa: E402
 from .local_sync import defs as local_sync  # noqa: E402
 from .operations import defs as operations  # noqa: E402
 from .operations.freshness import with_schedule_freshness  # noqa: E402
-from .operations.run_limits import with_max_runtime  # noqa: E402
+from .operations.run_limits import with_run_limits  # noqa: E402
 from .resources import database_resources  # noqa: E402
 from .scouter import defs as scouter  # noqa: E402
 from .tiny import defs as tiny  # noqa: E402
@@ -64,8 +64,8 @@ def build_defs(env: Mapping[str, str] | None = None) -> Definitions:
     """The project's Definitions, with resources wired to the variables of ``env``."""
     # The catalog adds the external systems and the tables, and connects every asset to
     # them (catalog.py). Every scheduled asset also gets a freshness policy derived from its schedule, and
-    # every job the bound on its runs' duration (operations/run_limits.py).
-    return with_max_runtime(
+    # every job its run limits: duration and pod size (operations/run_limits.py).
+    return with_run_limits(
         with_schedule_freshness(
             with_catalog(
                 Definitions.merge(

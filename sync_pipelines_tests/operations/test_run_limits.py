@@ -90,3 +90,23 @@ def test_worker_this_machine_cannot_see_is_left_to_max_runtime(host):
     run = DagsterRun(job_name="detran_agenda_sync", run_id="r1", tags=tags)
     result = LocalRunLauncher().check_run_worker_health(run)
     assert result.status == WorkerStatus.RUNNING
+
+
+def test_every_job_kind_sizes_its_kubernetes_run_pod():
+    import json
+
+    from sync_pipelines.operations.run_limits import JOB_KINDS, POD_SIZES
+
+    repository = defs.get_repository_def()
+    jobs = {job.name: job for job in repository.get_all_jobs() if not job.name.startswith("__")}
+    assert set(JOB_KINDS) == set(jobs), "a job without a pod size, or a size without a job"
+    for name, job in jobs.items():
+        config = json.loads(job.run_tags["dagster-k8s/config"])
+        resources = config["container_config"]["resources"]
+        assert resources == POD_SIZES[JOB_KINDS[name]], name
+        assert resources["requests"]["memory"] and resources["limits"]["memory"], name
+    # the tenant sync holds a table's rows: it gets more memory than an API sync
+    sizes = {name: json.loads(j.run_tags["dagster-k8s/config"]) for name, j in jobs.items()}
+    bulk = sizes["local_sync_job"]["container_config"]["resources"]["limits"]["memory"]
+    api = sizes["tiny_incremental_sync"]["container_config"]["resources"]["limits"]["memory"]
+    assert (bulk, api) == ("3Gi", "512Mi")

@@ -28,6 +28,7 @@ from sync_pipelines.sandbox.runner import Sandbox
 
 from ..dagster_db import scratch_database
 from .dagster_services import (
+    LAUNCH,
     LOCATION,
     ROOT,
     Services,
@@ -37,14 +38,6 @@ from .dagster_services import (
     wait_until_loaded,
 )
 
-LAUNCH = """
-mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename
-  ... on LaunchRunSuccess { run { runId } }
-  ... on PythonError { message }
-  ... on RunConfigValidationInvalid { errors { message } }
-} }
-"""
 EXAMINER = "1"
 # Generous polling deadlines for a loaded machine; dagster.yaml's bound is one 30 s poll.
 DEADLINE_S = 240
