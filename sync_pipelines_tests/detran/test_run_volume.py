@@ -39,6 +39,7 @@ from sync_pipelines.detran.defs.partition_ranges import (
 from sync_pipelines.detran.examiners import save_examiner
 from sync_pipelines.detran.sync import lock_name
 from sync_pipelines.lib.locks import AdvisoryLock
+from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.resources import DatabaseResource, TelegramResource
 
 from .conftest import DOCTOR, PSYCHOLOGIST
@@ -55,6 +56,10 @@ def env(monkeypatch, detran_db, pg_url, pg_schema, portal, tmp_path):
     monkeypatch.setenv("DETRAN_DATABASE_SCHEMA", pg_schema)
     monkeypatch.setenv("DETRAN_PORTAL_URL", portal.base_url)
     monkeypatch.setenv("DETRAN_DIAGNOSTICS_DIR", str(tmp_path / "pages"))
+    # The control role (alert state, locks) in this test's schema.
+    monkeypatch.setenv("SYNC_CONTROL_DATABASE_URL", pg_url)
+    monkeypatch.setenv("SYNC_CONTROL_DATABASE_SCHEMA", pg_schema)
+    migrate(detran_db, "control")
     return detran_db
 
 
@@ -67,10 +72,10 @@ def instance():
 
 def resources() -> dict:
     return {
-        "detran_db": DatabaseResource(role="detran"),
-        "detran_portal": DetranPortalResource(),
-        "telegram": TelegramResource(),
-        "control_db": DatabaseResource(role="control"),
+        "detran_db": DatabaseResource.for_role("detran"),
+        "detran_portal": DetranPortalResource.from_env_vars(),
+        "telegram": TelegramResource.from_env_vars(),
+        "control_db": DatabaseResource.for_role("control"),
     }
 
 
@@ -113,7 +118,7 @@ def tick(schedule, instance, when: dt.datetime) -> list[RunRequest]:
     with build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
-        resources={"detran_db": DatabaseResource(role="detran")},
+        resources={"detran_db": DatabaseResource.for_role("detran")},
     ) as context:
         result = schedule(context)
     if isinstance(result, SkipReason):
