@@ -40,6 +40,10 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
     asset,
     define_asset_job,
     multi_asset,
@@ -232,6 +236,14 @@ def hubsoft_ticket_sync(
         context.log_event(event)
 
 
+def _table(columns: tuple[str, ...], rows) -> TableMetadataValue:
+    """Rows of text as table metadata (the UI sorts and filters it)."""
+    return MetadataValue.table(
+        records=[TableRecord(dict(zip(columns, map(str, row), strict=True))) for row in rows],
+        schema=TableSchema(columns=[TableColumn(c, "string") for c in columns]),
+    )
+
+
 def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> MaterializeResult:
     def progress(done: int, total: int, result) -> None:
         if done % 20 == 0 or done == total:
@@ -245,12 +257,9 @@ def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> 
     metadata = _numeric(result.metadata())
     metadata["still_unsynced"] = MetadataValue.int(pending_count(db))
     if result.linked or result.failures:
-        table = ["| local protocol | HubSoft protocol | how |", "|---|---|---|"]
-        table += [
-            f"| {t.local_protocol} | {t.hubsoft_protocol} | {t.kind} |" for t in result.linked[:50]
-        ]
-        table += [f"| {p} | failed | {reason[:120]} |" for p, reason in result.failures[:50]]
-        metadata["tickets"] = MetadataValue.md("\n".join(table))
+        rows = [(t.local_protocol, t.hubsoft_protocol, t.kind) for t in result.linked[:50]]
+        rows += [(p, "failed", reason[:120]) for p, reason in result.failures[:50]]
+        metadata["tickets"] = _table(("local_protocol", "hubsoft_protocol", "how"), rows)
         outcome = telegram.notify_admins(result.summary(), context.log)
         metadata["admins_notified"] = MetadataValue.int(outcome.sent)
     if result.stopped_reason:
@@ -266,9 +275,7 @@ def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
     result = sync_statuses(client, db)
     metadata = _numeric(result.metadata())
     if result.changes:
-        table = ["| ticket | before | now |", "|---|---|---|"]
-        table += [f"| {p} | {old} | {new} |" for p, old, new in result.changes[:50]]
-        metadata["changes"] = MetadataValue.md("\n".join(table))
+        metadata["changes"] = _table(("ticket", "before", "now"), result.changes[:50])
     if result.stopped_reason:
         metadata["stopped_reason"] = MetadataValue.text(result.stopped_reason)
     context.log.info(

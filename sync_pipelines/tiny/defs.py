@@ -396,11 +396,27 @@ def integrity_report(
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         report = check_integrity(client, tiny_db.db)
-    table = ["| situacao | name | API | table |", "|---|---|---:|---:|"]
-    table += [
-        f"| {s} | {STATUS_NAMES[s]} | {report.api_by_status.get(s, 0)} | {report.db_by_status.get(s, 0)} |"
-        for s in ALL_STATUSES
-    ]
+    by_status = MetadataValue.table(
+        records=[
+            TableRecord(
+                {
+                    "situacao": s,
+                    "name": STATUS_NAMES[s],
+                    "api": report.api_by_status.get(s, 0),
+                    "table": report.db_by_status.get(s, 0),
+                }
+            )
+            for s in ALL_STATUSES
+        ],
+        schema=TableSchema(
+            columns=[
+                TableColumn("situacao", "int"),
+                TableColumn("name", "string"),
+                TableColumn("api", "int"),
+                TableColumn("table", "int"),
+            ]
+        ),
+    )
     agree = report.api_by_status == report.db_by_status
     _report_tables(context, tiny_db)
     return MaterializeResult(
@@ -413,7 +429,7 @@ def integrity_report(
             "persistent_failures": MetadataValue.int(report.persistent_failures),
             "api_calls": MetadataValue.int(report.sync.api_calls),
             "duration_s": MetadataValue.float(round(report.sync.duration_s, 2)),
-            "by_status": MetadataValue.md("\n".join(table)),
+            "by_status": by_status,
         },
         check_results=[
             AssetCheckResult(

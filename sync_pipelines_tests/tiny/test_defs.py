@@ -102,6 +102,10 @@ def test_incremental_retries_and_integrity_run_as_one_job(project):
             report["api_total"].value == report["db_total"].value + 0
             or report["persistent_failures"].value == 0
         )
+        # Per-status counts are table metadata (sortable in the UI), one row per status.
+        by_status = {r.data["situacao"]: r.data for r in report["by_status"].records}
+        assert sorted(by_status) == list(range(8))
+        assert sum(row["table"] for row in by_status.values()) == report["db_total"].value
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks["no_failures_awaiting_manual_review"] is True
         assert "api_and_table_agree" in checks
