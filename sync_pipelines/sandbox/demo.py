@@ -184,8 +184,6 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000, runs: bool 
     try:
         from dagster import DagsterInstance
 
-        from ..definitions import build_defs
-
         # Leftovers first: a killed demo's `dagster dev` may still hold the port.
         sandbox.clear_leftovers()
         if ui:
@@ -193,6 +191,9 @@ def run_demo(*, ui: bool, host: str = "127.0.0.1", port: int = 3000, runs: bool 
         print("starting the sandbox…")
         env = sandbox.start()
         os.environ.update(env)
+        # Imported only now: the definitions need the sandbox's database variables to load.
+        from ..definitions import build_defs
+
         for line in sandbox.describe():
             print(f"  {line}")
         print("applying migrations…")
