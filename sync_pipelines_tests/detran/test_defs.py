@@ -116,6 +116,11 @@ def test_partition_materializes_slots_and_appointments_with_counts(env, instance
     assert slots_mat.metadata["status"].value == "success"
     appt = result.asset_materializations_for_node("detran__agendamentos")[0]
     assert appt.metadata["created"].value == expected
+    # The partition's rows (the examiner's day) as the catalog's row count; nothing else
+    # was stored for that day, so both equal the portal's bookings.
+    assert slots_mat.metadata["dagster/row_count"].value == expected
+    assert appt.metadata["dagster/row_count"].value == expected
+    assert len(slots_mat.metadata["preview"].records) == min(expected, 40)
     again = run(instance, key)
     meta = again.asset_materializations_for_node("detran__agenda_slots")[0].metadata
     assert (meta["inserted"].value, meta["updated"].value, meta["removed"].value) == (0, 0, 0)

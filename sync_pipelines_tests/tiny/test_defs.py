@@ -74,7 +74,19 @@ def test_month_partition_materializes_with_metadata_and_no_leaks(project):
         assert meta["orders_inserted"].value >= 130
         assert meta["pages"].value == 2 and meta["api_calls"].value >= 132
         events = "\n".join(str(e) for e in instance.all_logs(result.run_id))
+        tables = {
+            m.asset_key.path[-1]: m.metadata["dagster/row_count"].value
+            for m in result.asset_materializations_for_node("tiny__service_orders_history")
+            if "dagster/row_count" in m.metadata
+        }
     db = create_database("tiny", url, "tiny")
+    # The tables it wrote report their row counts on their catalog assets.
+    with db.connect() as conn:
+        stored = {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {db.table(t)}")).scalar_one()
+            for t in ("ordens_servico", "ordem_status_history", "import_failures")
+        }
+    assert tables == stored and stored["ordens_servico"] >= 130
     access, refresh = stored_pair(db)
     with db.connect() as conn:
         people = conn.execute(
