@@ -15,8 +15,6 @@ alert state (lib/alerts.py); the Dagster layer turns them into checks and messag
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
@@ -34,10 +32,10 @@ FAILURE_RATE_HOURS = 24
 LOGIN_FAILURES = ("WrongCredentials", "UnitNotAvailable")
 
 
-def share_from_env(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
-    """A share in [0, 1] from the environment (``0.3`` or ``30%``)."""
-    env = os.environ if env is None else env
-    raw = (env.get(name) or "").strip()
+def parse_share(name: str, raw: str | None, default: float) -> float:
+    """A share in [0, 1] written ``0.3`` or ``30%`` (empty: ``default``); ``name`` is the
+    variable it came from, for the error."""
+    raw = (raw or "").strip()
     if not raw:
         return default
     try:

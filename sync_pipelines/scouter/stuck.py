@@ -17,8 +17,6 @@ checks the status before each one, see export.py).
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Mapping
 
 import sqlalchemy as sa
 
@@ -30,12 +28,11 @@ DEFAULT_STUCK_AFTER_MINUTES = 60
 STUCK_REASON_PREFIX = "stuck:"
 
 
-def stuck_after_from_env(env: Mapping[str, str] | None = None) -> dt.timedelta:
-    env = os.environ if env is None else env
-    raw = (env.get(STUCK_AFTER_VAR) or str(DEFAULT_STUCK_AFTER_MINUTES)).strip()
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{STUCK_AFTER_VAR} must be a positive number of minutes, got {raw!r}")
-    return dt.timedelta(minutes=int(raw))
+def stuck_after(minutes: int) -> dt.timedelta:
+    """How long a running job may go without progress (``STUCK_AFTER_VAR``, checked)."""
+    if minutes < 1:
+        raise ValueError(f"{STUCK_AFTER_VAR} must be a positive number of minutes, got {minutes}")
+    return dt.timedelta(minutes=minutes)
 
 
 def stuck_jobs(db: Database, after: dt.timedelta) -> list[ExportJob]:

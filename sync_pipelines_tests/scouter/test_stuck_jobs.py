@@ -56,7 +56,11 @@ def age(db, job_id: int, minutes: int) -> None:
 
 
 def tick(instance):
-    with build_sensor_context(instance=instance, resources=database_resources()) as ctx:
+    resources = {
+        **database_resources(),
+        "gestao_scouter": scouter_defs.GestaoScouterResource.from_env_vars(),
+    }
+    with build_sensor_context(instance=instance, resources=resources) as ctx:
         return scouter_defs.gestao_scouter_stuck_jobs_sensor(ctx)
 
 

@@ -171,7 +171,7 @@ def agenda_slots(
         ) from None
     metadata = _sync_metadata(result, time.monotonic() - started)
     # Yielded before a failure too: a failed run must still count in the failure-rate check.
-    yield from guard_checks(context, db, result, telegram, control_db)
+    yield from guard_checks(context, db, result, telegram, control_db, detran_portal)
     if result.status == "failed":
         raise Failure(
             description=f"{day.isoformat()} of examiner {usuario_id} was not synced: {result.error}"

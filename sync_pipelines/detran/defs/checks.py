@@ -21,10 +21,11 @@ from ..guards import (
     failure_rate,
     login_key,
     login_refused,
+    parse_share,
     removal_guard,
-    share_from_env,
 )
 from ..sync import SyncResult
+from .resources import DetranPortalResource
 
 REMOVAL_CHECK = "removal_share_within_limit"
 FAILURE_RATE_CHECK = "run_failure_rate_within_limit"
@@ -88,6 +89,7 @@ def guard_checks(
     result: SyncResult,
     telegram: TelegramResource,
     control_db: DatabaseResource,
+    portal: DetranPortalResource,
 ) -> list[AssetCheckResult]:
     """Evaluate the examiner's guards after a run, send the alerts, return both checks."""
     alerts = _alerts(context, control_db)
@@ -110,7 +112,10 @@ def guard_checks(
         )
     checks = []
     guard = removal_guard(
-        db, result, alerts, share_from_env(REMOVAL_SHARE_VAR, DEFAULT_REMOVAL_SHARE)
+        db,
+        result,
+        alerts,
+        parse_share(REMOVAL_SHARE_VAR, portal.removal_alert_share, DEFAULT_REMOVAL_SHARE),
     )
     if guard is None:
         checks.append(
@@ -156,7 +161,9 @@ def guard_checks(
             )
         )
     rate = failure_rate(
-        db, result.usuario_id, share_from_env(FAILURE_RATE_VAR, DEFAULT_FAILURE_RATE)
+        db,
+        result.usuario_id,
+        parse_share(FAILURE_RATE_VAR, portal.failure_rate_alert, DEFAULT_FAILURE_RATE),
     )
     checks.append(
         AssetCheckResult(

@@ -175,7 +175,10 @@ def sync_partition_range(
     plan = examiner_days(context.partition_keys)
     settings = detran_portal.settings()
     sessions = SessionCache(
-        db, settings.base_url, ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes)
+        db,
+        settings.base_url,
+        ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
+        env=detran_portal.key_env(),
     )
     options = detran_portal.options(holder_hint=f"(this is Dagster run {context.run_id})")
     outcome = RangeOutcome()
@@ -220,7 +223,7 @@ def sync_partition_range(
             outcome.failed[usuario_id] = f"{type(exc).__name__}: {redact(exc)}"
             context.log.error(f"examiner {usuario_id}: {outcome.failed[usuario_id]}")
             continue
-        checks[usuario_id] = guard_checks(context, db, result, telegram, control_db)
+        checks[usuario_id] = guard_checks(context, db, result, telegram, control_db, detran_portal)
         for day in result.days:
             if not day.ok:
                 continue

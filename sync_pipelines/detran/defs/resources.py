@@ -33,6 +33,16 @@ class DetranPortalResource(ConfigurableResource):
     touch_interval_minutes: int = Field(
         default=60, description="How stale last_seen_at of an unchanged slot may get."
     )
+    removal_alert_share: str = Field(
+        default="",
+        description="DETRAN_REMOVAL_ALERT_SHARE: alert when one read removes more of an "
+        "examiner's day (0.30 or 30%; empty: 0.30).",
+    )
+    failure_rate_alert: str = Field(
+        default="",
+        description="DETRAN_FAILURE_RATE_ALERT: the check fails above this share of failed runs "
+        "in 24 h (empty: 0.50).",
+    )
     logout_after_run: str = Field(
         default="false",
         description="DETRAN_LOGOUT_AFTER_RUN: log out at the end of each run (no session reuse).",
@@ -45,6 +55,8 @@ class DetranPortalResource(ConfigurableResource):
             credentials_key=env_or(KEY_VAR, None, env),
             diagnostics_dir=env_or("DETRAN_DIAGNOSTICS_DIR", DEFAULT_DIAGNOSTICS_DIR, env),
             logout_after_run=env_or("DETRAN_LOGOUT_AFTER_RUN", "false", env),
+            removal_alert_share=env_or("DETRAN_REMOVAL_ALERT_SHARE", "", env),
+            failure_rate_alert=env_or("DETRAN_FAILURE_RATE_ALERT", "", env),
         )
 
     def settings(self) -> PortalSettings:

@@ -27,7 +27,7 @@ from .. import jobs as export_jobs
 from ..export import ExportAborted, export_day
 from ..schema import check_connection, compare_schemas
 from ..source import source_columns
-from ..stuck import fail_stuck_job, job_statuses, stuck_after_from_env, stuck_jobs
+from ..stuck import fail_stuck_job, job_statuses, stuck_jobs
 from .partitions import EXPORT_KEY, GROUP, SCHEMA_KEY, daily
 from .resources import GestaoScouterResource, mapping_for
 
@@ -68,7 +68,7 @@ def schema_validation(
     tabuladormax_db: DatabaseResource,
 ) -> MaterializeResult:
     db = tabuladormax_db.db
-    _, mapping = mapping_for(db, config.job_id)
+    _, mapping = mapping_for(db, config.job_id, gestao_scouter.field_mappings)
     with gestao_scouter.client() as client:
         connection = check_connection(client)
         for step, passed, message in connection.steps:
@@ -132,7 +132,7 @@ def leads_export(
 ) -> MaterializeResult:
     db = tabuladormax_db.db
     day = dt.date.fromisoformat(context.partition_key)
-    overrides, mapping = mapping_for(db, config.job_id)
+    overrides, mapping = mapping_for(db, config.job_id, gestao_scouter.field_mappings)
     job_row = (
         export_jobs.get_job(db, config.job_id)
         if config.job_id is not None
@@ -246,9 +246,10 @@ def no_stuck_export_jobs(
     tabuladormax_db: DatabaseResource,
     control_db: DatabaseResource,
     telegram: TelegramResource,
+    gestao_scouter: GestaoScouterResource,
 ) -> AssetCheckResult:
     db = tabuladormax_db.db
-    after = stuck_after_from_env()
+    after = gestao_scouter.stuck_after()
     alerts = AlertState(control_db.db)
 
     def send(text: str) -> None:

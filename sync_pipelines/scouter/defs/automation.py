@@ -1,8 +1,6 @@
 """What runs by itself: the export driver sensor, the error purge schedule, the stuck-jobs
 sensor (and the job of its check), and the optional reverse sync (job + sensor)."""
 
-import os
-
 from dagster import (
     AssetSelection,
     Config,
@@ -29,7 +27,7 @@ from ...resources import DatabaseResource
 from .. import jobs as export_jobs
 from ..reverse import reverse_sync
 from ..source import now_sao_paulo
-from ..stuck import stuck_after_from_env, stuck_job_marks
+from ..stuck import stuck_job_marks
 from .assets import flagged_jobs, gestao_scouter_export, no_stuck_export_jobs
 from .partitions import EXPORT_KEY, TZ
 from .resources import GestaoScouterResource, mapping_for
@@ -132,15 +130,19 @@ def gestao_scouter_export_driver(
 
 class PurgeConfig(Config):
     retention_days: int = Field(
-        default=0, description="Keep this many days; 0 = GESTAO_SCOUTER_ERROR_RETENTION_DAYS (90)."
+        default=0,
+        description="Keep this many days; 0 = GESTAO_SCOUTER_ERROR_RETENTION_DAYS (90).",
     )
 
 
 @op(description="Delete gestao_scouter_export_errors rows older than the retention.")
 def purge_export_errors(
-    context: OpExecutionContext, config: PurgeConfig, tabuladormax_db: DatabaseResource
+    context: OpExecutionContext,
+    config: PurgeConfig,
+    tabuladormax_db: DatabaseResource,
+    gestao_scouter: GestaoScouterResource,
 ) -> None:
-    days = config.retention_days or int(os.environ.get("GESTAO_SCOUTER_ERROR_RETENTION_DAYS", "90"))
+    days = config.retention_days or gestao_scouter.error_retention_days
     deleted = export_jobs.purge_errors(tabuladormax_db.db, days)
     context.log.info(f"purged {deleted} export error rows older than {days} days")
 
@@ -171,7 +173,7 @@ def reverse_sync_leads(
     if not gestao_scouter.reverse_sync_on:
         context.log.info("GESTAO_SCOUTER_REVERSE_SYNC is off: nothing done")
         return
-    _, mapping = mapping_for(tabuladormax_db.db, None)
+    _, mapping = mapping_for(tabuladormax_db.db, None, gestao_scouter.field_mappings)
     with gestao_scouter.client() as client:
         result = reverse_sync(tabuladormax_db.db, client, mapping)
     context.log.info(
@@ -233,9 +235,10 @@ def gestao_scouter_stuck_jobs_sensor(
     context: SensorEvaluationContext,
     tabuladormax_db: DatabaseResource,
     control_db: DatabaseResource,
+    gestao_scouter: GestaoScouterResource,
 ):
     db = tabuladormax_db.db
-    stuck = stuck_job_marks(db, stuck_after_from_env())
+    stuck = stuck_job_marks(db, gestao_scouter.stuck_after())
     flagged = flagged_jobs(db, AlertState(control_db.db))
     moved_on = {j: a for j, (a, status) in flagged.items() if status != "failed"}
     if not stuck and not moved_on:

@@ -11,7 +11,7 @@ from ...resources import DatabaseResource
 from .. import jobs as export_jobs
 from ..mapping import MappingError, resolve_mapping
 from ..source import source_columns, today_sao_paulo
-from .resources import default_field_mappings
+from .resources import GestaoScouterResource, default_field_mappings
 
 
 class ExportControlConfig(Config):
@@ -35,7 +35,10 @@ class ExportControlConfig(Config):
 
 @op(description="Start, pause, resume or reset a Gestão Scouter export job.")
 def export_job_control(
-    context: OpExecutionContext, config: ExportControlConfig, tabuladormax_db: DatabaseResource
+    context: OpExecutionContext,
+    config: ExportControlConfig,
+    tabuladormax_db: DatabaseResource,
+    gestao_scouter: GestaoScouterResource,
 ) -> None:
     db = tabuladormax_db.db
     action = config.action.strip().lower()
@@ -46,7 +49,7 @@ def export_job_control(
             overrides = (
                 json.loads(config.field_mappings)
                 if config.field_mappings.strip()
-                else default_field_mappings()
+                else default_field_mappings(gestao_scouter.field_mappings)
             )
             mapping = resolve_mapping(overrides)
             missing = [s for s in mapping.source_columns if s not in source_columns(db)]

@@ -1,8 +1,8 @@
 """The Gestão Scouter resource and the field mapping every run resolves (the job's own
 overrides, or GESTAO_SCOUTER_FIELD_MAPPINGS over the default)."""
 
+import datetime as dt
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +13,7 @@ from ...resources import env_or
 from .. import jobs as export_jobs
 from ..client import KEY_VAR, URL_VAR, GestaoScouterClient, settings_from_variables
 from ..mapping import FieldMapping, MappingError, resolve_mapping
+from ..stuck import DEFAULT_STUCK_AFTER_MINUTES, STUCK_AFTER_VAR, stuck_after
 
 
 class GestaoScouterResource(ConfigurableResource):
@@ -24,6 +25,17 @@ class GestaoScouterResource(ConfigurableResource):
     url: str | None = Field(default=None, description=f"{URL_VAR}: https://<project>.supabase.co")
     service_key: str | None = Field(default=None, description=f"{KEY_VAR} (secret).")
     batch_size: int = Field(default=50, description="GESTAO_SCOUTER_BATCH_SIZE: leads per request.")
+    field_mappings: str = Field(
+        default="",
+        description='GESTAO_SCOUTER_FIELD_MAPPINGS: JSON {"destination": "source"} overrides.',
+    )
+    error_retention_days: int = Field(
+        default=90, description="GESTAO_SCOUTER_ERROR_RETENTION_DAYS: error rows kept."
+    )
+    stuck_after_minutes: int = Field(
+        default=DEFAULT_STUCK_AFTER_MINUTES,
+        description=f"{STUCK_AFTER_VAR}: a running job without progress this long is stuck.",
+    )
     reverse_sync: str = Field(
         default="false",
         description="GESTAO_SCOUTER_REVERSE_SYNC: true writes Gestão Scouter's changes back.",
@@ -36,7 +48,13 @@ class GestaoScouterResource(ConfigurableResource):
             service_key=env_or(KEY_VAR, None, env),
             batch_size=env_or("GESTAO_SCOUTER_BATCH_SIZE", 50, env),
             reverse_sync=env_or("GESTAO_SCOUTER_REVERSE_SYNC", "false", env),
+            field_mappings=env_or("GESTAO_SCOUTER_FIELD_MAPPINGS", "", env),
+            error_retention_days=env_or("GESTAO_SCOUTER_ERROR_RETENTION_DAYS", 90, env),
+            stuck_after_minutes=env_or(STUCK_AFTER_VAR, DEFAULT_STUCK_AFTER_MINUTES, env),
         )
+
+    def stuck_after(self) -> dt.timedelta:
+        return stuck_after(self.stuck_after_minutes)
 
     @property
     def reverse_sync_on(self) -> bool:
@@ -51,9 +69,9 @@ class GestaoScouterResource(ConfigurableResource):
         return self.batch_size
 
 
-def default_field_mappings() -> dict[str, Any]:
+def default_field_mappings(raw: str) -> dict[str, Any]:
     """GESTAO_SCOUTER_FIELD_MAPPINGS (JSON ``{"destination": "source"}``) over the default."""
-    raw = os.environ.get("GESTAO_SCOUTER_FIELD_MAPPINGS", "").strip()
+    raw = (raw or "").strip()
     if not raw:
         return {}
     try:
@@ -65,12 +83,13 @@ def default_field_mappings() -> dict[str, Any]:
     return value
 
 
-def mapping_for(db, job_id: int | None) -> tuple[dict[str, Any], FieldMapping]:
-    """The overrides and resolved mapping of an export job (None: the environment's)."""
+def mapping_for(db, job_id: int | None, default_raw: str) -> tuple[dict[str, Any], FieldMapping]:
+    """The overrides and resolved mapping of an export job (None: ``default_raw``, the
+    resource's GESTAO_SCOUTER_FIELD_MAPPINGS)."""
     overrides = (
         export_jobs.get_job(db, job_id).field_mappings
         if job_id is not None
-        else default_field_mappings()
+        else default_field_mappings(default_raw)
     )
     try:
         return overrides, resolve_mapping(overrides)
