@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from ..lib.db import Database
 from ..lib.upsert import UpsertResult, bulk_upsert
 from . import source, target
-from .charset import fit_text
+from .charset import fit_text, storable
 from .watermarks import Watermark, Watermarks
 
 log = logging.getLogger(__name__)
@@ -124,25 +124,41 @@ def tenant_time(value: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
 
 
 class TextFitter:
-    """Adapts a row's text values to the tenant columns and counts the rows it touched."""
+    """Adapts the rows' text values to the tenant columns and counts the rows it touched."""
+
+    # Any charset that can store an emoji (outside the BMP) stores every character: only
+    # the column length then matters (utf8mb4, the usual tenant, skips the per-character test).
+    _BEYOND_BMP = "\U0001f600"
 
     def __init__(self, columns: Mapping[str, target.TextColumn]) -> None:
         self.columns = columns
         self.replaced_rows = 0
         self.truncated_rows = 0
 
-    def fit(self, row: dict) -> dict:
-        replaced = truncated = False
+    def fit_rows(self, rows: list[dict]) -> list[dict]:
+        """Fit every row in place, a column at a time: a value that is ASCII (or any text in
+        a Unicode column) and within the column length is left as it is without a call."""
+        replaced: set[int] = set()
+        truncated: set[int] = set()
         for name, col in self.columns.items():
-            value = row.get(name)
-            if isinstance(value, str):
-                fitted = fit_text(value, col.charset, col.max_length)
-                row[name] = fitted.value
-                replaced |= fitted.replaced
-                truncated |= fitted.truncated
-        self.replaced_rows += replaced
-        self.truncated_rows += truncated
-        return row
+            any_text = storable(self._BEYOND_BMP, col.charset)
+            limit = col.max_length if col.max_length is not None else float("inf")
+            suspects = [
+                i
+                for i, row in enumerate(rows)
+                if (v := row.get(name)).__class__ is str
+                and not ((any_text or v.isascii()) and len(v) <= limit)
+            ]
+            for i in suspects:
+                fitted = fit_text(rows[i][name], col.charset, col.max_length)
+                rows[i][name] = fitted.value
+                if fitted.replaced:
+                    replaced.add(i)
+                if fitted.truncated:
+                    truncated.add(i)
+        self.replaced_rows += len(replaced)
+        self.truncated_rows += len(truncated)
+        return rows
 
 
 def _as_int(value) -> int | None:
@@ -236,8 +252,8 @@ def sync_contacts(
     result = TableResult("wpp_contacts", mode, source_rows=len(source_rows))
     with tenant_db.begin() as conn:
         fitter = TextFitter(target.text_columns(conn, tenant_db, "wpp_contacts"))
-        rows = [
-            fitter.fit(
+        rows = fitter.fit_rows(
+            [
                 {
                     "id": int(r["id"]),
                     "instance": r["instance"],
@@ -246,9 +262,9 @@ def sync_contacts(
                     "customer_id": _as_int(r["customer_id"]),
                     "is_deleted": _flag(r["is_deleted"]),
                 }
-            )
-            for r in source_rows
-        ]
+                for r in source_rows
+            ]
+        )
         if mode == "full":
             current = target.read_contacts(conn, instance)
             to_write, result.missing_in_tenant, result.different_in_tenant, extra = _diff(
@@ -378,7 +394,7 @@ def sync_chats(
     columns = (shape.key, *target.CHAT_DATA_COLUMNS)
     with tenant_db.begin() as conn:
         fitter = TextFitter(target.text_columns(conn, tenant_db, "wpp_chats"))
-        rows = [fitter.fit(_chat_row(r, shape.key, settings.timezone)) for r in source_rows]
+        rows = fitter.fit_rows([_chat_row(r, shape.key, settings.timezone) for r in source_rows])
         if mode == "full":
             current = target.read_chats(conn, shape, instance)
             to_write, result.missing_in_tenant, result.different_in_tenant, extra = _diff(

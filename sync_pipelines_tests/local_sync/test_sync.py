@@ -218,6 +218,39 @@ def test_emoji_name_into_latin1_tenant_is_stored_closest_and_counted(main_db, my
     assert sync(main_db, tenant, full=True).tables["wpp_contacts"].written == 0
 
 
+def test_unicode_tenant_keeps_emoji_and_only_cuts_what_is_too_long(main_db, mysql_tenants):
+    """On a utf8mb4 tenant only the length can force a change (the fast path skips the
+    per-character test there): emoji stay, an over-long value is cut and counted once."""
+    write_source(
+        main_db,
+        SourceData(
+            contacts=[
+                contact(1, name="Zoë 😀 Padaria"),
+                contact(2, name="😀" * 191, phone="😀" * 60),
+                contact(3, name="a" * 191, phone="5" * 50),
+            ],
+            chats=[chat(1, 1, avatar_url="https://cdn/😀.jpg", type="ACTIVE😀")],
+        ),
+    )
+    tenant = mysql_tenants.home("acme", charset="utf8mb4")
+    result = sync(main_db, tenant, tables=["wpp_contacts", "wpp_chats"]).tables
+
+    stored = {r[0]: r[1:] for r in rows(tenant, "SELECT id, name, phone FROM wpp_contacts")}
+    assert stored == {
+        1: ("Zoë 😀 Padaria", "5541999000001"),
+        2: ("😀" * 191, "😀" * 50),
+        3: ("a" * 191, "5" * 50),
+    }
+    contacts = result["wpp_contacts"]
+    assert (contacts.text_replaced_rows, contacts.text_truncated_rows) == (0, 1)
+    assert rows(tenant, "SELECT type, avatar_url FROM wpp_chats") == [
+        ("ACTIVE😀", "https://cdn/😀.jpg")
+    ]
+    chats = result["wpp_chats"]
+    assert (chats.text_replaced_rows, chats.text_truncated_rows) == (0, 0)
+    assert all(t.written == 0 for t in sync(main_db, tenant, full=True).tables.values())
+
+
 def test_soft_deleted_contact_is_kept_with_is_deleted(main_db, tenants):
     write_source(main_db, SourceData(contacts=[contact(1), contact(2)]))
     tenant = tenants.home("acme")
