@@ -137,7 +137,10 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="5,000 / 12,000 / 3,000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--main", choices=("postgresql", "mysql"), default="postgresql")
-    parser.add_argument("--profile", help="write a cProfile of the project's full copy here")
+    parser.add_argument(
+        "--profile",
+        help="cProfile the project's first run of each case into PROFILE.full/.no-change",
+    )
     parser.add_argument("--mysql-url", default=os.environ.get("SYNC_TEST_MYSQL_URL", ""))
     parser.add_argument(
         "--pg-url",
@@ -236,7 +239,9 @@ def main() -> None:
             migrate(theirs, role="tenant")
             for case in ("full copy", "no-change pass"):
                 # Alternate who goes first: neither side always gets the warmer caches.
-                profile = args.profile if rep == 0 and case == "full copy" else None
+                profile = None
+                if args.profile and rep == 0:
+                    profile = f"{args.profile}.{case.split()[0]}"
                 if rep % 2 == 0:
                     run_project(ours, case, profile)
                     run_reference(theirs, case)

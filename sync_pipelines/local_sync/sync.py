@@ -323,6 +323,7 @@ def sync_contact_sectors(
             "wpp_contact_sectors",
             [{"contact_id": c, "sector_id": s} for c, s in new],
             ["contact_id", "sector_id"],
+            columns=["contact_id", "sector_id"],
             update_columns=[],
             batch_size=500,
         )
