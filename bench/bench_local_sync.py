@@ -15,7 +15,9 @@ copy into the empty tenant, then a pass where nothing changed. After each pass t
 tenants' tables must be equal row for row. Each case keeps the best of --repeat runs (the
 machine is shared: the best run is the least disturbed one). Prints seconds, rows/s, rows
 written and the ratio of speeds (project / reference, target >= 1.0x). ``--small`` (used by
-``make bench``) is 5,000 / 12,000 / 3,000. Everything created is dropped at the end.
+``make bench``) is 5,000 / 12,000 / 3,000. Without --pg-url the PostgreSQL is chosen like
+the other benches (bench/database.py); without a MySQL URL the bench says so and stops.
+Everything created is dropped at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import psycopg2
 import pymysql
 import sqlalchemy as sa
 
+from bench.database import bench_database
 from bench.reference_local_sync import reference_sync
 from sync_pipelines.lib.db import Database, create_database, normalize_url, quote_ident
 from sync_pipelines.lib.migrations import migrate
@@ -142,18 +145,19 @@ def main() -> None:
         help="cProfile the project's first run of each case into PROFILE.full/.no-change",
     )
     parser.add_argument("--mysql-url", default=os.environ.get("SYNC_TEST_MYSQL_URL", ""))
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get("SYNC_TEST_DATABASE_URL") or os.environ.get("SYNC_DATABASE_URL", ""),
-    )
+    parser.add_argument("--pg-url", help="default: bench/database.py's choice")
     args = parser.parse_args()
     if args.small:
         args.contacts, args.links, args.chats = 5_000, 12_000, 3_000
-    if not args.mysql_url or not args.pg_url:
-        raise SystemExit(
-            "give --mysql-url and --pg-url (or SYNC_TEST_MYSQL_URL / SYNC_TEST_DATABASE_URL)"
-        )
+    if not args.mysql_url:
+        print("local sync bench skipped: give --mysql-url or set SYNC_TEST_MYSQL_URL")
+        return
+    with bench_database(args.pg_url) as pg_url:
+        args.pg_url = pg_url
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     tag = uuid.uuid4().hex[:8]
     schema = f"bench_ls_{tag}"
     pg_admin = sa.create_engine(normalize_url(args.pg_url))
