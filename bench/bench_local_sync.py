@@ -126,9 +126,12 @@ class Side:
         self.seconds: dict[str, float] = {}
         self.written: dict[str, int] = {}
 
-    def record(self, case: str, seconds: float, written: int) -> None:
+        self.tables: dict[str, dict[str, float]] = {}
+
+    def record(self, case: str, seconds: float, written: int, tables: dict[str, float]) -> None:
         if case not in self.seconds or seconds < self.seconds[case]:
             self.seconds[case] = seconds
+            self.tables[case] = tables
         self.written[case] = max(written, self.written.get(case, 0))
 
 
@@ -219,7 +222,8 @@ def run(args: argparse.Namespace) -> None:
             written = sum(t.written for t in outcome.tables.values())
             if case == "full copy" and written != total:
                 raise SystemExit(f"project wrote {written:,} rows of {total:,} on the full copy")
-            project.record(case, seconds, written)
+            tables = {t: r.duration_s for t, r in outcome.tables.items()}
+            project.record(case, seconds, written, tables)
 
         def run_reference(tenant: Database, case: str) -> None:
             main_conn, tenant_conn = open_main(), _pymysql(tenant.engine.url)
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> None:
                 tenant_conn.close()
             if stats["read"] != total:
                 raise SystemExit(f"reference read {stats['read']:,} rows of {total:,}")
-            reference.record(case, seconds, stats["written"])
+            reference.record(case, seconds, stats["written"], stats["seconds"])
 
         for rep in range(args.repeat):
             ours = mysql_database(f"{schema}_p{rep}")
@@ -264,9 +268,12 @@ def run(args: argparse.Namespace) -> None:
         for case in ("full copy", "no-change pass"):
             for side in (project, reference):
                 s = side.seconds[case]
+                per_table = "  ".join(
+                    f"{t.removeprefix('wpp_')} {side.tables[case][t]:.2f}" for t in TABLES
+                )
                 print(
                     f"{case:<16} {side.name:<22} {s:8.2f} {total / s:10,.0f} "
-                    f"{side.written[case]:9,}"
+                    f"{side.written[case]:9,}   ({per_table})"
                 )
             ratios[case] = reference.seconds[case] / project.seconds[case]
         print("\nthe tenants' three tables were equal row for row after every pass")

@@ -18,6 +18,7 @@ connections; the tenant is a PyMySQL connection.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
@@ -89,7 +90,15 @@ def _local(value: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
 
 def reference_sync(main, tenant, instance: str, *, postgres: bool, tz: ZoneInfo) -> dict:
     """Copy one instance; returns rows read and rows the tenant reported as written."""
-    stats = {"read": 0, "written": 0}
+    stats: dict = {"read": 0, "written": 0, "seconds": {}}
+    clock = time.perf_counter()
+
+    def lap(table: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stats["seconds"][table] = now - clock
+        clock = now
+
     if not postgres:
         with main.cursor() as cursor:
             cursor.execute("SET time_zone = '+00:00'")
@@ -100,6 +109,7 @@ def reference_sync(main, tenant, instance: str, *, postgres: bool, tz: ZoneInfo)
                 CONTACTS_UPSERT, [(*r[:5], 1 if r[5] else 0) for r in rows]
             )
         tenant.commit()
+        lap("wpp_contacts")
 
         wanted: set[tuple[int, int]] = set()
         for rows in _chunks(main, LINKS_SELECT_PG if postgres else LINKS_SELECT_MY, instance,
@@ -125,6 +135,7 @@ def reference_sync(main, tenant, instance: str, *, postgres: bool, tz: ZoneInfo)
         for start in range(0, len(new), LINK_BATCH):
             stats["written"] += out.executemany(LINKS_INSERT, new[start : start + LINK_BATCH])
         tenant.commit()
+        lap("wpp_contact_sectors")
 
         for rows in _chunks(main, CHATS_SELECT, instance, postgres=postgres):
             stats["read"] += len(rows)
@@ -144,6 +155,7 @@ def reference_sync(main, tenant, instance: str, *, postgres: bool, tz: ZoneInfo)
                 ],
             )
         tenant.commit()
+        lap("wpp_chats")
     if postgres:
         main.rollback()  # end the read transaction the server-side cursors ran in
     return stats
