@@ -152,10 +152,15 @@ def read_chats(
 
 
 def _dicts(result: sa.CursorResult) -> list[dict]:
-    """The rows as dicts, fetched in one go: iterating a Result row by row (or through
-    ``.mappings()``) costs more than the read itself on a tenant of a few 100k rows."""
+    """The rows as dicts, fetched in one go from the driver's cursor: iterating a Result
+    row by row (or through ``.mappings()``) costs more than the read itself on a tenant of a
+    few 100k rows. The columns here are untyped (``sa.column``): SQLAlchemy has no result
+    conversion to apply, the driver's values are the values."""
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+    try:
+        return [dict(zip(keys, row, strict=True)) for row in result.cursor.fetchall()]
+    finally:
+        result.close()
 
 
 def _chunks(values: Sequence, size: int) -> Iterable[Sequence]:

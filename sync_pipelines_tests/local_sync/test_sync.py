@@ -11,13 +11,19 @@ import sqlalchemy as sa
 
 from sync_pipelines.lib.db import Database
 from sync_pipelines.lib.upsert import UpsertError
-from sync_pipelines.local_sync.sync import SyncSettings, sync_contact_sectors, sync_tenant
+from sync_pipelines.local_sync.sync import (
+    SyncSettings,
+    TenantClock,
+    sync_contact_sectors,
+    sync_tenant,
+)
 from sync_pipelines.sandbox.local_sync_data import (
     SourceData,
     create_legacy_chats_table,
     generate_instance,
     write_source,
 )
+from sync_pipelines_tests.clock import DST_EDGES, DST_IDS
 
 SETTINGS = SyncSettings(timezone=ZoneInfo("America/Sao_Paulo"))
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0)
@@ -427,3 +433,32 @@ def test_failed_sync_does_not_advance_the_watermark(main_db, pg_tenants):
     result = sync(main_db, tenant, tables=["wpp_contacts"]).tables["wpp_contacts"]
     assert (result.mode, result.upsert.updated) == ("incremental", 1)
     assert rows(tenant, "SELECT name FROM wpp_contacts") == [("Depois",)]
+
+
+@pytest.mark.parametrize("edge", DST_EDGES, ids=DST_IDS)
+def test_tenant_clock_matches_exact_conversion_around_dst_edges(edge):
+    """The per-day offset cache gives the same wall clock as converting each value, on the
+    transition days themselves (converted value by value) and on the days around them."""
+    tz = ZoneInfo("America/Sao_Paulo")
+    clock = TenantClock(tz)
+    centre = edge.astimezone(dt.UTC).replace(tzinfo=None)
+    values = [
+        centre + dt.timedelta(minutes=7 * step, microseconds=250_001 * (step % 4))
+        for step in range(-600, 600)
+    ]
+    for value in values:
+        exact = value.replace(tzinfo=dt.UTC).astimezone(tz).replace(tzinfo=None, microsecond=0)
+        assert clock(value) == exact, value
+
+
+def test_tenant_clock_handles_a_half_hour_shift_off_the_hour():
+    """Lord Howe Island moves by 30 minutes at 15:00 UTC (02:00 local): a transition that is
+    not at midnight UTC, in a zone whose offset is not whole hours."""
+    tz = ZoneInfo("Australia/Lord_Howe")
+    clock = TenantClock(tz)
+    start = dt.datetime(2024, 4, 6, 12, 0)  # DST ends 2024-04-07 02:00 local = 04-06 15:00 UTC
+    for minutes in range(0, 8 * 60, 3):
+        value = start + dt.timedelta(minutes=minutes, microseconds=999_999)
+        exact = value.replace(tzinfo=dt.UTC).astimezone(tz).replace(tzinfo=None, microsecond=0)
+        assert clock(value) == exact, value
+    assert clock(None) is None
