@@ -100,7 +100,12 @@ def read_sector_links(conn: sa.Connection, instance: str) -> set[tuple[int, int]
         .select_from(contacts_sectors.join(contacts, contacts.c.id == contacts_sectors.c.contactId))
         .where(contacts.c.instance == instance)
     )
-    return {(int(c), int(s)) for c, s in conn.execute(query).all()}
+    result = conn.execute(query)
+    try:
+        # INT columns: the driver's tuples are already (int, int) pairs, hashable as they are.
+        return set(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
 def _chat_query(with_updated_at: bool) -> sa.Select:

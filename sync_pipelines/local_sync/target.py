@@ -177,7 +177,7 @@ def read_sector_links(conn: sa.Connection, instance: str) -> set[tuple[int, int]
         " JOIN wpp_contacts c ON c.id = s.contact_id WHERE c.instance = %(i)s",
         {"i": instance},
     )
-    return {(int(c), int(s)) for c, s in rows}
+    return set(rows)  # INT columns: the driver's (int, int) tuples as they are
 
 
 def delete_sector_links(conn: sa.Connection, links: Sequence[tuple[int, int]]) -> int:
