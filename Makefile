@@ -43,6 +43,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_upsert
+	$(BIN)/python -m bench.bench_local_sync --small
 
 lint: $(STAMP)
 	$(BIN)/ruff check sync_pipelines sync_pipelines_tests bench
