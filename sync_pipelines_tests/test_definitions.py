@@ -56,3 +56,13 @@ def test_dagster_cli_loads_the_workspace(tmp_path):
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_job_runs_its_steps_in_its_run_worker():
+    # A process per step loads the whole code location again for each step (seconds of CPU
+    # for steps of milliseconds); README "Dagster overhead per run". The implicit job of a UI
+    # launch counts too.
+    repository = defs.get_repository_def()
+    executors = {job.name: job.executor_def.name for job in repository.get_all_jobs()}
+    assert len(executors) > 1
+    assert set(executors.values()) == {"in_process"}, executors
