@@ -38,6 +38,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_upsert
+	$(BIN)/python -m bench.bench_run_overhead --runs 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check sync_pipelines sync_pipelines_tests bench
