@@ -21,14 +21,19 @@ $(STAMP): pyproject.toml requirements/dev.lock | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
 
+# AS_OF='2027-01-02 10:00:00' (UTC) runs the demo or the sandbox as of that instant: Debian's
+# faketime moves the clock of the whole process tree, the embedded PostgreSQL included.
+AS_OF ?=
+CLOCK := $(if $(AS_OF),faketime '$(AS_OF)',)
+
 demo: $(STAMP)
-	$(BIN)/sync-pipelines demo --port $(PORT)
+	$(CLOCK) $(BIN)/sync-pipelines demo --port $(PORT)
 
 demo-no-ui: $(STAMP)
-	$(BIN)/sync-pipelines demo --no-ui
+	$(CLOCK) $(BIN)/sync-pipelines demo --no-ui
 
 sandbox: $(STAMP)
-	$(BIN)/sync-pipelines sandbox
+	$(CLOCK) $(BIN)/sync-pipelines sandbox
 
 migrate: $(STAMP)
 	$(BIN)/sync-pipelines migrate

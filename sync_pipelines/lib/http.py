@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -177,6 +177,7 @@ class HttpClient:
         rate_limiter: RateLimiter | None = None,
         session: requests.Session | None = None,
         rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -186,6 +187,9 @@ class HttpClient:
         self.session.headers.update({"User-Agent": "sync_pipelines/0.1"})
         self.session.headers.update(headers or {})
         self._rng = rng or random.Random()
+        # Every wait (retry backoff, Retry-After, an exhausted quota) goes through it, so a
+        # test can see the waits asked for instead of timing them.
+        self._sleep = sleep
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         # Without a shared limiter, "remaining 0" holds back this client's next request.
@@ -267,6 +271,7 @@ class HttpClient:
             wait=self._wait_seconds,
             retry=retry_if_exception_type(_RetrySignal),
             before_sleep=self._before_retry,
+            sleep=self._sleep,
             reraise=True,
         )
         failure: _RetrySignal | None = None
@@ -379,7 +384,7 @@ class HttpClient:
             return
         delay = self._not_before - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
 
     def _wait_seconds(self, state: RetryCallState) -> float:
         signal = state.outcome.exception() if state.outcome else None

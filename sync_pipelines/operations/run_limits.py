@@ -35,6 +35,11 @@ MAX_RUNTIME_SECONDS: dict[str, int] = {
     "tiny_integrity_check": 2 * HOUR,
     # DETRAN: one examiner's day (a few portal pages), every 15 min for the next days.
     "detran_agenda_sync": 15 * MINUTE,
+    # DETRAN's schedules: every examiner's window in one run, examiner after examiner. Sized
+    # for 20 examiners × 11 days (the 2-hourly window) on a slow portal, about 5 s a page:
+    # ~20 min; a stuck run frees the examiners' locks after 30 min (the 15-minute window's
+    # ticks are skipped while its run is unfinished, so they do not pile up meanwhile).
+    "detran_all_examiners_sync": 30 * MINUTE,
     # HubSoft: recovery every 30 min, status every 15 min; the health report is one call.
     "sync_tickets": 30 * MINUTE,
     "hubsoft_health_report": 10 * MINUTE,
@@ -61,6 +66,7 @@ JOB_KINDS: dict[str, str] = {
     "tiny_import_failure_retries": "api",
     "tiny_integrity_check": "batch",
     "detran_agenda_sync": "api",
+    "detran_all_examiners_sync": "api",
     "sync_tickets": "api",
     "hubsoft_health_report": "api",
     "gestao_scouter_export": "batch",

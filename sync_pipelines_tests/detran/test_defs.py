@@ -187,22 +187,44 @@ def _requests(schedule, instance, when):
         return list(schedule(context))
 
 
-def test_schedules_request_each_examiner_work_day_in_their_windows(env, instance):
+def _box(instance, request) -> dict[str, list[str]]:
+    """Examiner → dates of the partition range a run request covers."""
+    from dagster import PartitionKeyRange
+
+    from sync_pipelines.detran.defs import agenda_partitions
+
+    keys = agenda_partitions.get_partition_keys_in_range(
+        PartitionKeyRange(
+            request.tags["dagster/asset_partition_range_start"],
+            request.tags["dagster/asset_partition_range_end"],
+        ),
+        dynamic_partitions_store=instance,
+    )
+    box: dict[str, list[str]] = {}
+    for key in keys:
+        dims = key.keys_by_dimension
+        box.setdefault(dims["examiner"], []).append(dims["date"])
+    return box
+
+
+def test_schedules_request_one_run_over_every_examiner_work_days_in_their_windows(env, instance):
     from zoneinfo import ZoneInfo
 
     friday = dt.datetime(2031, 3, 14, 10, 0, tzinfo=ZoneInfo(TZ))
-    near = _requests(detran_next_3_days, instance, friday)
-    keys = sorted((r.partition_key.keys_by_dimension["date"], r.tags["examiner"]) for r in near)
-    # Fri, Sat, Sun: the doctor works Mon-Fri, the psychologist Mon-Sat
-    assert keys == [("2031-03-14", "1"), ("2031-03-14", "2"), ("2031-03-15", "2")]
-    far = _requests(detran_days_4_to_14, instance, friday)
-    far_dates = {
-        r.partition_key.keys_by_dimension["date"] for r in far if r.tags["examiner"] == "1"
+    (near,) = _requests(detran_next_3_days, instance, friday)
+    # Fri, Sat, Sun: the doctor works Mon-Fri, the psychologist Mon-Sat; nobody on Sunday.
+    # The run narrows the box to each examiner's work days (scope tag).
+    assert _box(instance, near) == {
+        "1": ["2031-03-14", "2031-03-15"],
+        "2": ["2031-03-14", "2031-03-15"],
     }
+    assert near.tags["detran/scope"] == "auto_sync" and "examiner" not in near.tags
+    (far,) = _requests(detran_days_4_to_14, instance, friday)
+    far_dates = _box(instance, far)["1"]
     assert min(far_dates) == "2031-03-17" and max(far_dates) == "2031-03-27"
-    assert len(far_dates) == 9  # two weeks' weekdays from day 4 to day 14
     save_examiner(env, 1, auto_sync=False)
-    assert {r.tags["examiner"] for r in _requests(detran_next_3_days, instance, friday)} == {"2"}
+    (near,) = _requests(detran_next_3_days, instance, friday)
+    assert set(_box(instance, near)) == {"2"}
 
 
 def test_schedules_run_in_sao_paulo_time_and_job_runs_carry_the_examiner_tag():

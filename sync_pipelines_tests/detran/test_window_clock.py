@@ -8,11 +8,12 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import build_schedule_context, instance_for_test
+from dagster import PartitionKeyRange, build_schedule_context, instance_for_test
 
 from sync_pipelines.detran.client import Credentials, PortalClient
 from sync_pipelines.detran.defs import (
     EXAMINERS_PARTITIONS,
+    agenda_partitions,
     detran_days_4_to_14,
     detran_next_3_days,
 )
@@ -47,13 +48,22 @@ def _requested_days(schedule, instance) -> dict[str, set[dt.date]]:
     ) as context:
         requests = list(schedule(context))
     days: dict[str, set[dt.date]] = {}
+    work_days = {str(e.usuario_id): e.work_days for e in (DOCTOR, PSYCHOLOGIST)}
     for request in requests:
-        examiner = request.tags["examiner"]
-        if request.partition_key is not None:
-            dates = [request.partition_key.keys_by_dimension["date"]]
-        else:  # a run over a range of partitions
-            dates = [request.tags["dagster/asset_partition_range_start"].split("|")[0]]
-        days.setdefault(examiner, set()).update(dt.date.fromisoformat(d) for d in dates)
+        # One run over a range (a box) of date × examiner partitions; the run syncs the
+        # examiners with auto-sync on their work days.
+        keys = agenda_partitions.get_partition_keys_in_range(
+            PartitionKeyRange(
+                request.tags["dagster/asset_partition_range_start"],
+                request.tags["dagster/asset_partition_range_end"],
+            ),
+            dynamic_partitions_store=instance,
+        )
+        for key in keys:
+            dims = key.keys_by_dimension
+            day = dt.date.fromisoformat(dims["date"])
+            if day.isoweekday() in work_days[dims["examiner"]]:
+                days.setdefault(dims["examiner"], set()).add(day)
     return days
 
 

@@ -152,3 +152,15 @@ def wait_until_loaded(services: Services, base_url: str, timeout_s: float = 120)
             last = str(entry)
         time.sleep(1)
     raise AssertionError(f"code location never loaded: {last}\n{services.tail()}")
+
+
+# The webserver's GraphQL mutation that queues a run (the UI's "Launch run").
+LAUNCH = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename
+  ... on LaunchRunSuccess { run { runId status } }
+  ... on PythonError { message }
+  ... on InvalidSubsetError { message }
+  ... on RunConfigValidationInvalid { errors { message } }
+} }
+"""

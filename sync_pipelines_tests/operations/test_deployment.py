@@ -23,6 +23,7 @@ from sync_pipelines.lib.db import normalize_url
 from ..dagster_db import scratch_database
 from .dagster_services import (
     BIN,
+    LAUNCH,
     LOCATION,
     ROOT,
     Services,
@@ -32,15 +33,6 @@ from .dagster_services import (
     wait_until_loaded,
 )
 
-LAUNCH = """
-mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename
-  ... on LaunchRunSuccess { run { runId status } }
-  ... on PythonError { message }
-  ... on InvalidSubsetError { message }
-  ... on RunConfigValidationInvalid { errors { message } }
-} }
-"""
 RUN_STATUS = """
 query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }
 """

@@ -10,9 +10,9 @@
 - ``detran_examiners_sensor``: adds every active examiner of ``detran_examiners`` as a
   partition (running by default: without it a new examiner is never synced).
 - ``detran_next_3_days`` (every 15 min) and ``detran_days_4_to_14`` (every 2 h): one run per
-  examiner with auto-sync × work day, tagged ``examiner=<id>`` so dagster.yaml's tag limit
-  queues runs of one examiner one at a time. Running by default: the users rely on them,
-  and each examiner's ``auto_sync`` flag is the switch that says who is synced.
+  tick of ``detran_all_examiners_sync`` over every examiner with auto-sync (a partition range;
+  ``partition_ranges``). Running by default: the users rely on them, and each examiner's
+  ``auto_sync`` flag is the switch that says who is synced.
 
 Guards (issue 10, ../guards.py): ``agenda_slots`` carries two checks, evaluated on every run
 (also on a failed one): ``removal_share_within_limit`` (a read removing more than
@@ -22,7 +22,8 @@ Guards (issue 10, ../guards.py): ``agenda_slots`` carries two checks, evaluated 
 Telegram (the project's ``telegram`` resource) once when they start and once when they
 clear (alert state in the ``control_db`` resource's database).
 
-Modules: ``partitions`` (day × examiner), ``resources`` (the portal resource), ``assets``
+Modules: ``partitions`` (day × examiner), ``partition_ranges`` (a run over many
+partitions), ``resources`` (the portal resource), ``assets``
 (the two assets), ``checks`` (their checks and alerts), ``automation`` (job, sensor,
 schedules).
 """
@@ -32,6 +33,7 @@ from dagster import Definitions
 from .assets import agenda_slots, agendamentos
 from .automation import (
     detran_agenda_job,
+    detran_all_examiners_job,
     detran_days_4_to_14,
     detran_examiners_sensor,
     detran_next_3_days,
@@ -52,7 +54,7 @@ from .resources import DetranPortalResource
 
 defs = Definitions(
     assets=[agenda_slots, agendamentos],
-    jobs=[detran_agenda_job],
+    jobs=[detran_agenda_job, detran_all_examiners_job],
     sensors=[detran_examiners_sensor],
     schedules=[detran_next_3_days, detran_days_4_to_14],
     resources={"detran_portal": DetranPortalResource()},
@@ -72,6 +74,7 @@ __all__ = [
     "days_partitions",
     "defs",
     "detran_agenda_job",
+    "detran_all_examiners_job",
     "detran_days_4_to_14",
     "detran_examiners_sensor",
     "detran_next_3_days",

@@ -4,7 +4,13 @@
 import datetime as dt
 import time
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ...lib.locks import LockNotAvailable
 from ...lib.redact import mask_cpf
@@ -15,6 +21,7 @@ from ..examiners import ExaminerNotFound, get_examiner
 from ..sessions import SessionCache
 from ..sync import SyncResult, describe_examiner, sync_examiner
 from .checks import AGENDA_CHECKS, guard_checks
+from .partition_ranges import examiner_days, sync_partition_range
 from .partitions import agenda_partitions, split_partition
 from .resources import DetranPortalResource
 
@@ -66,6 +73,12 @@ def _preview(db, usuario_id: int, day: dt.date) -> str:
     kinds={"postgres", "html"},
     owners=["team:data-platform"],
     check_specs=AGENDA_CHECKS,
+    # A run over a range of partitions (the schedules' all-examiner run) reports its
+    # materializations partition by partition (partition_ranges.py): the step yields no
+    # output then, so the asset must not require one. No BackfillPolicy.single_run(): Dagster
+    # refuses it beside detran_agenda_sync's PartitionedConfig, which gives a UI re-sync its
+    # examiner=<id> tag; a UI backfill stays one run per partition, as before.
+    output_required=False,
     description=(
         "Bookings of one examiner on one day, read from the DETRAN-SP e-CNHsp portal "
         "(Agenda Diária do Perito) into agenda_slots: deduplicated by a stable uid, unchanged "
@@ -80,6 +93,9 @@ def agenda_slots(
     telegram: TelegramResource,
     control_db: DatabaseResource,
 ):
+    if context.has_partition_key_range:
+        yield from sync_partition_range(context, detran_db, detran_portal, telegram, control_db)
+        return
     day, usuario_id = split_partition(context.partition_key)
     db = detran_db.db
     try:
@@ -146,6 +162,20 @@ def agenda_slots(
     ),
 )
 def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) -> MaterializeResult:
+    if context.has_partition_key_range:
+        # Runs only when selected without agenda_slots (a range of agenda_slots makes the
+        # appointments of each day it synced itself): every day of the range, as asked.
+        made = [
+            create_appointments(detran_db.db, usuario_id, day)
+            for usuario_id, days in examiner_days(context.partition_keys).items()
+            for day in days
+        ]
+        return MaterializeResult(
+            metadata={
+                "partitions": MetadataValue.int(len(made)),
+                "created": MetadataValue.int(sum(m.created for m in made)),
+            }
+        )
     day, usuario_id = split_partition(context.partition_key)
     started = time.monotonic()
     result = create_appointments(detran_db.db, usuario_id, day)
