@@ -7,7 +7,7 @@ The sources are imported as modules so that ``defs`` is the only Definitions obj
 scope: ``dagster ... -m sync_pipelines.definitions`` then needs no ``-a``.
 """
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from .detran import defs as detran
 from .hubsoft import defs as hubsoft
@@ -30,7 +30,9 @@ defs = with_run_limits(
             hubsoft.defs,
             scouter.defs,
             local_sync.defs,
-            Definitions(resources=database_resources()),
+            # Each run's steps in its run worker: one load of the code per run instead of one
+            # more per step (README, "Dagster overhead per run"); pools still limit the steps.
+            Definitions(resources=database_resources(), executor=in_process_executor),
         )
     )
 )
