@@ -43,6 +43,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_upsert
+	$(BIN)/python -m bench.bench_local_sync --small
+	$(BIN)/python -m bench.bench_run_overhead --runs 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check sync_pipelines sync_pipelines_tests bench

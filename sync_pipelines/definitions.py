@@ -11,7 +11,13 @@ import re
 import warnings
 from collections.abc import Mapping
 
-from dagster import BetaWarning, ConfigurableResource, Definitions, PreviewWarning
+from dagster import (
+    BetaWarning,
+    ConfigurableResource,
+    Definitions,
+    PreviewWarning,
+    in_process_executor,
+)
 
 # The Beta/Preview APIs this project uses knowingly; their warnings would otherwise print on
 # every load and every run. Each filter names one API, so a new one still warns. Installed
@@ -75,7 +81,10 @@ def build_defs(env: Mapping[str, str] | None = None) -> Definitions:
                     hubsoft.defs,
                     scouter.defs,
                     local_sync.defs,
-                    Definitions(resources=project_resources(env)),
+                    # Each run's steps in its run worker: one load of the code per run instead
+                    # of one more per step (README, "Dagster overhead per run"); pools still
+                    # limit the steps.
+                    Definitions(resources=project_resources(env), executor=in_process_executor),
                 )
             )
         )

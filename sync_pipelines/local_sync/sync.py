@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from ..lib.db import Database
 from ..lib.upsert import UpsertResult, bulk_upsert
 from . import source, target
-from .charset import fit_text
+from .charset import fit_text, storable
 from .watermarks import Watermark, Watermarks
 
 log = logging.getLogger(__name__)
@@ -112,26 +112,79 @@ def tenant_time(value: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
     return value.astimezone(tz).replace(tzinfo=None, microsecond=0)
 
 
+class TenantClock:
+    """``tenant_time`` for many values: the zone's UTC offset is looked up once per UTC day.
+
+    Converting each chat's two timestamps through ``astimezone`` is most of the per-row cost
+    of a large chat table. A day whose offset is the same at its first and last microsecond
+    has no transition in it (zones change offset at most a couple of times a year, never
+    twice in a day), so every instant of it shifts by that offset; a transition day is
+    converted value by value, exactly as ``tenant_time`` does.
+    """
+
+    _LAST_MICROSECOND = dt.timedelta(days=1, microseconds=-1)
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._day_offsets: dict[int, dt.timedelta | None] = {}
+
+    def _offset(self, utc_midnight: dt.datetime) -> dt.timedelta | None:
+        def at(moment: dt.datetime) -> dt.timedelta | None:
+            return moment.replace(tzinfo=dt.UTC).astimezone(self.tz).utcoffset()
+
+        first = at(utc_midnight)
+        return first if at(utc_midnight + self._LAST_MICROSECOND) == first else None
+
+    def __call__(self, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None or value.tzinfo is not None:
+            return tenant_time(value, self.tz)
+        day = value.toordinal()
+        try:
+            offset = self._day_offsets[day]
+        except KeyError:
+            offset = self._day_offsets[day] = self._offset(dt.datetime.fromordinal(day))
+        if offset is None:
+            return tenant_time(value, self.tz)
+        local = value + offset
+        return local.replace(microsecond=0) if local.microsecond else local
+
+
 class TextFitter:
-    """Adapts a row's text values to the tenant columns and counts the rows it touched."""
+    """Adapts the rows' text values to the tenant columns and counts the rows it touched."""
+
+    # Any charset that can store an emoji (outside the BMP) stores every character: only
+    # the column length then matters (utf8mb4, the usual tenant, skips the per-character test).
+    _BEYOND_BMP = "\U0001f600"
 
     def __init__(self, columns: Mapping[str, target.TextColumn]) -> None:
         self.columns = columns
         self.replaced_rows = 0
         self.truncated_rows = 0
 
-    def fit(self, row: dict) -> dict:
-        replaced = truncated = False
+    def fit_rows(self, rows: list[dict]) -> list[dict]:
+        """Fit every row in place, a column at a time: a value that is ASCII (or any text in
+        a Unicode column) and within the column length is left as it is without a call."""
+        replaced: set[int] = set()
+        truncated: set[int] = set()
         for name, col in self.columns.items():
-            value = row.get(name)
-            if isinstance(value, str):
-                fitted = fit_text(value, col.charset, col.max_length)
-                row[name] = fitted.value
-                replaced |= fitted.replaced
-                truncated |= fitted.truncated
-        self.replaced_rows += replaced
-        self.truncated_rows += truncated
-        return row
+            any_text = storable(self._BEYOND_BMP, col.charset)
+            limit = col.max_length if col.max_length is not None else float("inf")
+            suspects = [
+                i
+                for i, row in enumerate(rows)
+                if (v := row.get(name)).__class__ is str
+                and not ((any_text or v.isascii()) and len(v) <= limit)
+            ]
+            for i in suspects:
+                fitted = fit_text(rows[i][name], col.charset, col.max_length)
+                rows[i][name] = fitted.value
+                if fitted.replaced:
+                    replaced.add(i)
+                if fitted.truncated:
+                    truncated.add(i)
+        self.replaced_rows += len(replaced)
+        self.truncated_rows += len(truncated)
+        return rows
 
 
 def _as_int(value) -> int | None:
@@ -225,8 +278,8 @@ def sync_contacts(
     result = TableResult("wpp_contacts", mode, source_rows=len(source_rows))
     with tenant_db.begin() as conn:
         fitter = TextFitter(target.text_columns(conn, tenant_db, "wpp_contacts"))
-        rows = [
-            fitter.fit(
+        rows = fitter.fit_rows(
+            [
                 {
                     "id": int(r["id"]),
                     "instance": r["instance"],
@@ -235,9 +288,9 @@ def sync_contacts(
                     "customer_id": _as_int(r["customer_id"]),
                     "is_deleted": _flag(r["is_deleted"]),
                 }
-            )
-            for r in source_rows
-        ]
+                for r in source_rows
+            ]
+        )
         if mode == "full":
             current = target.read_contacts(conn, instance)
             to_write, result.missing_in_tenant, result.different_in_tenant, extra = _diff(
@@ -296,6 +349,7 @@ def sync_contact_sectors(
             "wpp_contact_sectors",
             [{"contact_id": c, "sector_id": s} for c, s in new],
             ["contact_id", "sector_id"],
+            columns=["contact_id", "sector_id"],
             update_columns=[],
             batch_size=500,
         )
@@ -304,7 +358,7 @@ def sync_contact_sectors(
     return result
 
 
-def _chat_row(r: Mapping, key: str, tz: ZoneInfo) -> dict:
+def _chat_row(r: Mapping, key: str, tz: TenantClock) -> dict:
     return {
         key: int(r["id"]),
         "instance": r["instance"],
@@ -313,8 +367,8 @@ def _chat_row(r: Mapping, key: str, tz: ZoneInfo) -> dict:
         "user_id": _as_int(r["user_id"]),
         "contact_id": _as_int(r["contact_id"]),
         "sector_id": _as_int(r["sector_id"]),
-        "started_at": tenant_time(r["started_at"], tz),
-        "finished_at": tenant_time(r["finished_at"], tz),
+        "started_at": tz(r["started_at"]),
+        "finished_at": tz(r["finished_at"]),
         "finished_by": _as_int(r["finished_by"]),
         "result_id": _as_int(r["result_id"]),
         "is_finished": _flag(r["is_finished"]),
@@ -367,7 +421,8 @@ def sync_chats(
     columns = (shape.key, *target.CHAT_DATA_COLUMNS)
     with tenant_db.begin() as conn:
         fitter = TextFitter(target.text_columns(conn, tenant_db, "wpp_chats"))
-        rows = [fitter.fit(_chat_row(r, shape.key, settings.timezone)) for r in source_rows]
+        clock = TenantClock(settings.timezone)
+        rows = fitter.fit_rows([_chat_row(r, shape.key, clock) for r in source_rows])
         if mode == "full":
             current = target.read_chats(conn, shape, instance)
             to_write, result.missing_in_tenant, result.different_in_tenant, extra = _diff(

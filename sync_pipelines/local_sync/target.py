@@ -119,11 +119,23 @@ def ensure_original_id_unique(conn: sa.Connection, db: Database) -> bool:
     return True
 
 
+def _fetch_all(conn: sa.Connection, sql: str, params: dict) -> Sequence[tuple]:
+    """Every row of a read, through the driver's cursor (PyMySQL and psycopg2 both take
+    ``%(name)s``): the full reconcile reads the tenant's whole instance, and SQLAlchemy's
+    per-row Result costs a third again on top of the driver's own parsing."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
 def read_contacts(conn: sa.Connection, instance: str) -> dict[int, tuple]:
     """The tenant's contacts of an instance: id -> values in CONTACT_COLUMNS order."""
     cols = ", ".join(CONTACT_COLUMNS)
-    rows = conn.execute(
-        sa.text(f"SELECT {cols} FROM wpp_contacts WHERE instance = :i"), {"i": instance}
+    rows = _fetch_all(
+        conn, f"SELECT {cols} FROM wpp_contacts WHERE instance = %(i)s", {"i": instance}
     )
     return {int(r[0]): tuple(r) for r in rows}
 
@@ -159,14 +171,13 @@ def move_phones_aside(conn: sa.Connection, contact_ids: Iterable[int]) -> int:
 
 def read_sector_links(conn: sa.Connection, instance: str) -> set[tuple[int, int]]:
     """The tenant's links of the instance's contacts (a tenant database may serve several)."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT s.contact_id, s.sector_id FROM wpp_contact_sectors s"
-            " JOIN wpp_contacts c ON c.id = s.contact_id WHERE c.instance = :i"
-        ),
+    rows = _fetch_all(
+        conn,
+        "SELECT s.contact_id, s.sector_id FROM wpp_contact_sectors s"
+        " JOIN wpp_contacts c ON c.id = s.contact_id WHERE c.instance = %(i)s",
         {"i": instance},
     )
-    return {(int(c), int(s)) for c, s in rows}
+    return set(rows)  # INT columns: the driver's (int, int) tuples as they are
 
 
 def delete_sector_links(conn: sa.Connection, links: Sequence[tuple[int, int]]) -> int:
@@ -189,11 +200,10 @@ def delete_sector_links(conn: sa.Connection, links: Sequence[tuple[int, int]]) -
 def read_chats(conn: sa.Connection, shape: ChatsShape, instance: str) -> dict[int, tuple]:
     """The tenant's chats of an instance: main id -> values in CHAT_DATA_COLUMNS order."""
     cols = ", ".join(CHAT_DATA_COLUMNS)
-    rows = conn.execute(
-        sa.text(
-            f"SELECT {shape.key}, {cols} FROM wpp_chats WHERE instance = :i"
-            f" AND {shape.key} IS NOT NULL"
-        ),
+    rows = _fetch_all(
+        conn,
+        f"SELECT {shape.key}, {cols} FROM wpp_chats WHERE instance = %(i)s"
+        f" AND {shape.key} IS NOT NULL",
         {"i": instance},
     )
     return {int(r[0]): tuple(r[1:]) for r in rows}

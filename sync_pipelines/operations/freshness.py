@@ -12,26 +12,32 @@ Applied once to the merged Definitions (``sync_pipelines/definitions.py``):
 """
 
 import datetime as dt
-import itertools
-import time
 
 from dagster import AssetKey, Definitions, FreshnessPolicy, apply_freshness_policy
 
 # Time a scheduled run may spend queued (pools, per-examiner limit) and running.
 GRACE = dt.timedelta(minutes=10)
-# How far ahead schedule ticks are sampled to find the longest gap (covers weekly patterns).
-SAMPLE_TICKS = 2000
+# Ticks are sampled from a fixed Monday, so the policy does not depend on when the code
+# loads: over one day (plus a tick) when the cron repeats daily, over a week otherwise.
+SAMPLE_FROM = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 
 
 def schedule_interval(cron_schedule: str, timezone: str | None) -> dt.timedelta:
-    """The longest gap between consecutive ticks of a cron schedule (a week's worth or more)."""
+    """The longest gap between consecutive ticks of a cron schedule."""
     # The daemon's own tick iterator, so a cron string means exactly what the scheduler does
-    # with it (time zone, DST). Private module of the pinned Dagster release.
+    # with it (time zone). Private module of the pinned Dagster release.
     from dagster._utils.schedules import cron_string_iterator
 
-    ticks = list(
-        itertools.islice(cron_string_iterator(time.time(), cron_schedule, timezone), SAMPLE_TICKS)
-    )
+    day_of_month, month, day_of_week = cron_schedule.split()[2:5]
+    daily = (day_of_month, month, day_of_week) == ("*", "*", "*")
+    # Every load of the code location (each run's too) computes this: a day of ticks, not
+    # thousands, keeps it cheap.
+    horizon = SAMPLE_FROM + (dt.timedelta(days=1) if daily else dt.timedelta(days=8))
+    ticks: list[dt.datetime] = []
+    for tick in cron_string_iterator(SAMPLE_FROM.timestamp(), cron_schedule, timezone):
+        ticks.append(tick)
+        if tick > horizon:
+            break
     gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
     return max(gaps)
 

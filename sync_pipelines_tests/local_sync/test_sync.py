@@ -11,13 +11,19 @@ import sqlalchemy as sa
 
 from sync_pipelines.lib.db import Database
 from sync_pipelines.lib.upsert import UpsertError
-from sync_pipelines.local_sync.sync import SyncSettings, sync_contact_sectors, sync_tenant
+from sync_pipelines.local_sync.sync import (
+    SyncSettings,
+    TenantClock,
+    sync_contact_sectors,
+    sync_tenant,
+)
 from sync_pipelines.sandbox.local_sync_data import (
     SourceData,
     create_legacy_chats_table,
     generate_instance,
     write_source,
 )
+from sync_pipelines_tests.clock import DST_EDGES, DST_IDS
 
 SETTINGS = SyncSettings(timezone=ZoneInfo("America/Sao_Paulo"))
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0)
@@ -218,6 +224,39 @@ def test_emoji_name_into_latin1_tenant_is_stored_closest_and_counted(main_db, my
     assert sync(main_db, tenant, full=True).tables["wpp_contacts"].written == 0
 
 
+def test_unicode_tenant_keeps_emoji_and_only_cuts_what_is_too_long(main_db, mysql_tenants):
+    """On a utf8mb4 tenant only the length can force a change (the fast path skips the
+    per-character test there): emoji stay, an over-long value is cut and counted once."""
+    write_source(
+        main_db,
+        SourceData(
+            contacts=[
+                contact(1, name="Zoë 😀 Padaria"),
+                contact(2, name="😀" * 191, phone="😀" * 60),
+                contact(3, name="a" * 191, phone="5" * 50),
+            ],
+            chats=[chat(1, 1, avatar_url="https://cdn/😀.jpg", type="ACTIVE😀")],
+        ),
+    )
+    tenant = mysql_tenants.home("acme", charset="utf8mb4")
+    result = sync(main_db, tenant, tables=["wpp_contacts", "wpp_chats"]).tables
+
+    stored = {r[0]: r[1:] for r in rows(tenant, "SELECT id, name, phone FROM wpp_contacts")}
+    assert stored == {
+        1: ("Zoë 😀 Padaria", "5541999000001"),
+        2: ("😀" * 191, "😀" * 50),
+        3: ("a" * 191, "5" * 50),
+    }
+    contacts = result["wpp_contacts"]
+    assert (contacts.text_replaced_rows, contacts.text_truncated_rows) == (0, 1)
+    assert rows(tenant, "SELECT type, avatar_url FROM wpp_chats") == [
+        ("ACTIVE😀", "https://cdn/😀.jpg")
+    ]
+    chats = result["wpp_chats"]
+    assert (chats.text_replaced_rows, chats.text_truncated_rows) == (0, 0)
+    assert all(t.written == 0 for t in sync(main_db, tenant, full=True).tables.values())
+
+
 def test_soft_deleted_contact_is_kept_with_is_deleted(main_db, tenants):
     write_source(main_db, SourceData(contacts=[contact(1), contact(2)]))
     tenant = tenants.home("acme")
@@ -394,3 +433,32 @@ def test_failed_sync_does_not_advance_the_watermark(main_db, pg_tenants):
     result = sync(main_db, tenant, tables=["wpp_contacts"]).tables["wpp_contacts"]
     assert (result.mode, result.upsert.updated) == ("incremental", 1)
     assert rows(tenant, "SELECT name FROM wpp_contacts") == [("Depois",)]
+
+
+@pytest.mark.parametrize("edge", DST_EDGES, ids=DST_IDS)
+def test_tenant_clock_matches_exact_conversion_around_dst_edges(edge):
+    """The per-day offset cache gives the same wall clock as converting each value, on the
+    transition days themselves (converted value by value) and on the days around them."""
+    tz = ZoneInfo("America/Sao_Paulo")
+    clock = TenantClock(tz)
+    centre = edge.astimezone(dt.UTC).replace(tzinfo=None)
+    values = [
+        centre + dt.timedelta(minutes=7 * step, microseconds=250_001 * (step % 4))
+        for step in range(-600, 600)
+    ]
+    for value in values:
+        exact = value.replace(tzinfo=dt.UTC).astimezone(tz).replace(tzinfo=None, microsecond=0)
+        assert clock(value) == exact, value
+
+
+def test_tenant_clock_handles_a_half_hour_shift_off_the_hour():
+    """Lord Howe Island moves by 30 minutes at 15:00 UTC (02:00 local): a transition that is
+    not at midnight UTC, in a zone whose offset is not whole hours."""
+    tz = ZoneInfo("Australia/Lord_Howe")
+    clock = TenantClock(tz)
+    start = dt.datetime(2024, 4, 6, 12, 0)  # DST ends 2024-04-07 02:00 local = 04-06 15:00 UTC
+    for minutes in range(0, 8 * 60, 3):
+        value = start + dt.timedelta(minutes=minutes, microseconds=999_999)
+        exact = value.replace(tzinfo=dt.UTC).astimezone(tz).replace(tzinfo=None, microsecond=0)
+        assert clock(value) == exact, value
+    assert clock(None) is None

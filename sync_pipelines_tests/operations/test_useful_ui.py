@@ -88,3 +88,19 @@ def test_project_definitions_apply_the_schedule_freshness_policies():
             f"{key.to_user_string()} has a schedule but no freshness policy: "
             "definitions.py must wrap the merged Definitions in with_schedule_freshness(...)"
         )
+
+
+def test_schedule_interval_sees_weekends_and_does_not_depend_on_the_load_time():
+    from sync_pipelines.operations.freshness import schedule_interval
+
+    from ..clock import CALENDAR_EDGES, pinned_clock
+
+    # Friday 18:30 to Monday 08:00 is the longest gap of a weekday schedule.
+    weekdays = "*/30 8-18 * * 1-5"
+    assert schedule_interval(weekdays, "America/Sao_Paulo") == dt.timedelta(hours=61, minutes=30)
+    for instant in CALENDAR_EDGES:
+        with pinned_clock(instant):
+            assert schedule_interval("0 */2 * * *", "America/Sao_Paulo") == dt.timedelta(hours=2)
+            assert schedule_interval(weekdays, "America/Sao_Paulo") == dt.timedelta(
+                hours=61, minutes=30
+            )
