@@ -46,6 +46,9 @@ def test_demo_runs_green_on_a_pinned_month_boundary(when, tmp_path):
     out = result.stdout
     assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
     assert re.search(r"demo: \d+ run\(s\) succeeded, 0 failed", out), out[-2000:]
+    # A quiet console: no Beta/Preview notices, no runtime-dir warning from the embedded DB.
+    for noise in ("BetaWarning", "PreviewWarning", "RuntimeDirWarning", "XDG_RUNTIME_DIR"):
+        assert noise not in out + result.stderr, noise
     # Every failure the summary shows is one the sandbox planted, and says so.
     assert "failed checks:" in out
     assert "not planted" not in out.lower(), out[out.index("rows per table:") :]

@@ -37,8 +37,13 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return a SQLAlchemy URL for database ``postgres``."""
-        # platformdirs (used by pgserver) warns on every call when XDG_RUNTIME_DIR is unset.
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.folder.parent))
+        # platformdirs (used by pgserver) warns on every call when XDG_RUNTIME_DIR is unset,
+        # and again when the folder is not private (0700), as a runtime dir must be.
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            runtime = self.folder.parent / "runtime"
+            runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+            runtime.chmod(0o700)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
         try:
             import pgserver  # optional dependency: only the sandbox and tests need it
         except ImportError as exc:
