@@ -33,6 +33,11 @@ query($id: ID!) { runOrError(runId: $id) { __typename
 CHROMIUM = Path(os.environ.get("SYNC_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT_FOR_README = ROOT / "docs" / "asset-graph.png"
+# A sync asset, and the names of its external source (tiny/api) and of a table it writes
+# (tiny/ordens_servico) as the lineage view labels them.
+LINEAGE_ASSET = "tiny/service_orders_history"
+LINEAGE_NEIGHBOURS = ("api", "ordens_servico")
+SCREENSHOT_OF_LINEAGE = ROOT / "docs" / "lineage.png"
 # A partitioned asset and one of the partitions the sandbox has data for.
 PARTITIONED_ASSET = "tiny/service_orders_history"
 PARTITION = "2020-03-01"
@@ -107,6 +112,13 @@ def test_operator_launches_one_partition_from_the_ui_and_sees_it_succeed(ui):
             page.wait_for_timeout(1000)  # let the graph settle before the picture
             page.screenshot(path=str(ARTIFACTS / "asset-graph.png"))
 
+            # 1b. A sync's lineage: its external source upstream, the table it writes below.
+            page.goto(f"{url}/assets/{LINEAGE_ASSET}?view=lineage")
+            for node in LINEAGE_NEIGHBOURS:
+                page.get_by_text(node, exact=True).first.wait_for()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "lineage.png"))
+
             # 2. A partitioned asset and its partitions.
             page.goto(f"{url}/assets/{PARTITIONED_ASSET}?view=partitions")
             page.get_by_text("Partitions Selected").first.wait_for()
@@ -150,6 +162,10 @@ def test_operator_launches_one_partition_from_the_ui_and_sees_it_succeed(ui):
     assert tags["dagster/partition"] == PARTITION
     assert [k["path"] for k in run["assetSelection"]] == [PARTITIONED_ASSET.split("/")]
     # The README's picture is refreshed on request only, so `make test` leaves git clean.
-    if not SCREENSHOT_FOR_README.exists() or os.environ.get("SYNC_UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOT_FOR_README.parent.mkdir(exist_ok=True)
-        shutil.copyfile(ARTIFACTS / "asset-graph.png", SCREENSHOT_FOR_README)
+    for shot, picture in (
+        ("asset-graph.png", SCREENSHOT_FOR_README),
+        ("lineage.png", SCREENSHOT_OF_LINEAGE),
+    ):
+        if not picture.exists() or os.environ.get("SYNC_UPDATE_SCREENSHOTS") == "1":
+            picture.parent.mkdir(exist_ok=True)
+            shutil.copyfile(ARTIFACTS / shot, picture)
