@@ -87,20 +87,8 @@ def test_every_readme_command_runs_against_the_sandbox_and_its_runs_succeed(pg_u
             first = sandbox.stdout.readline()
             assert first.startswith("sandbox running"), first + sandbox.stdout.read()
             env = {**clean, **_env_file(sandbox_dir / "env")}
-            daemon = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "dagster-daemon"),
-                    "run",
-                    "-w",
-                    "workspace.yaml",
-                ],
-                cwd=checkout,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            for command in commands:
+
+            def run(command: str) -> None:
                 # Verbatim, in a shell that sourced the env file as the README says (which
                 # also puts this venv's `dagster` on PATH).
                 done = subprocess.run(
@@ -114,6 +102,29 @@ def test_every_readme_command_runs_against_the_sandbox_and_its_runs_succeed(pg_u
                 assert done.returncode == 0, (
                     f"{command}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
                 )
+
+            # Commands that run in the terminal first, then the queued ones with a daemon: a
+            # queued run of a tenant would otherwise hold that tenant's lock while the next
+            # example syncs it, and the second sync stops (correctly) on the lock.
+            queued = [c for c in commands if re.match(r"dagster job (launch|backfill) ", c)]
+            for command in commands:
+                if command not in queued:
+                    run(command)
+            daemon = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "dagster-daemon"),
+                    "run",
+                    "-w",
+                    "workspace.yaml",
+                ],
+                cwd=checkout,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for command in queued:
+                run(command)
             with _instance(env) as instance:
                 runs = _wait_for_command_runs(instance, DagsterRunStatus, RunsFilter)
             statuses = {r.run_id[:8]: (r.job_name, r.status.value) for r in runs}
