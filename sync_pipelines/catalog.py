@@ -25,6 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetMaterialization,
     AssetSpec,
@@ -139,6 +140,16 @@ TINY_STATUS_HISTORY = _k("tiny/ordem_status_history")
 TINY_IMPORT_FAILURES = _k("tiny/import_failures")
 SUPPORT_TICKETS = _k("hubsoft/support_tickets")
 SCOUTER_LEADS = _k("gestao_scouter/leads")
+SCOUTER_EXPORT_ERRORS = _k("gestao_scouter/export_errors")
+
+# Checks hang on the tables they judge (operations/checks.py); the sync jobs that write a
+# table select its checks by these keys, so a check runs right after the write it judges.
+NO_DUPLICATE_ORDER_NUMBERS = AssetCheckKey(TINY_ORDERS, "no_duplicate_order_numbers")
+NO_FAILURES_AWAITING_REVIEW = AssetCheckKey(
+    TINY_IMPORT_FAILURES, "no_failures_awaiting_manual_review"
+)
+NO_FAILED_TICKETS = AssetCheckKey(SUPPORT_TICKETS, "no_failed_tickets")
+NO_EXPORT_ERRORS_LAST_24H = AssetCheckKey(SCOUTER_EXPORT_ERRORS, "no_export_errors_last_24h")
 
 
 def _scouter_columns() -> tuple[tuple[str, str], ...]:
@@ -196,6 +207,16 @@ TABLES = (
         (_k("gestao_scouter/leads_export"),),
         "Gestão Scouter's leads (PostgREST/Supabase), written by the daily export.",
         kinds=frozenset({"supabase", "table"}),
+    ),
+    Table(
+        SCOUTER_EXPORT_ERRORS,
+        "tabuladormax",
+        "gestao_scouter_export_errors",
+        "gestao_scouter",
+        "gestao_scouter",
+        (_k("gestao_scouter/leads_export"),),
+        "Leads Gestão Scouter refused, one row per lead and attempt, with the reason "
+        "(values masked).",
     ),
     *(
         Table(

@@ -24,9 +24,9 @@ from contextlib import contextmanager
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetSelection,
     Config,
     ConfigurableResource,
     DefaultScheduleStatus,
@@ -45,7 +45,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from ..catalog import TINY_IMPORT_FAILURES, TINY_ORDERS, TINY_STATUS_HISTORY, table_materializations
+from ..catalog import (
+    NO_DUPLICATE_ORDER_NUMBERS,
+    NO_FAILURES_AWAITING_REVIEW,
+    TINY_IMPORT_FAILURES,
+    TINY_ORDERS,
+    TINY_STATUS_HISTORY,
+    table_materializations,
+)
 from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
@@ -327,13 +334,6 @@ def service_orders_incremental(
 @asset(
     key=["tiny", "import_failure_retries"],
     **TINY_ASSET,
-    check_specs=[
-        AssetCheckSpec(
-            "no_failures_awaiting_manual_review",
-            asset=["tiny", "import_failure_retries"],
-            description=f"Orders that failed {MAX_ATTEMPTS} times wait in import_failures for a person.",
-        )
-    ],
     description=(
         "Retries orders in import_failures whose backoff elapsed (30 s, 2 min, 8 min… up to "
         f"{MAX_ATTEMPTS} attempts); after that they stay for manual review."
@@ -353,22 +353,7 @@ def import_failure_retries(
         {f"failures_{k}": v for k, v in counts.items()}
     )
     _report_tables(context, tiny_db)
-    return MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            AssetCheckResult(
-                check_name="no_failures_awaiting_manual_review",
-                passed=counts["manual_review"] == 0,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "awaiting_manual_review": counts["manual_review"],
-                    "how_to_fix": "SELECT id_ordem, erro, tentativas FROM import_failures "
-                    f"WHERE NOT resolvido AND tentativas >= {MAX_ATTEMPTS}; fix the order in Tiny, "
-                    "then UPDATE import_failures SET tentativas = 0 for it to be retried.",
-                },
-            )
-        ],
-    )
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(
@@ -445,8 +430,17 @@ def integrity_report(
     )
 
 
-incremental_job = define_asset_job("tiny_incremental_sync", selection=[service_orders_incremental])
-retries_job = define_asset_job("tiny_import_failure_retries", selection=[import_failure_retries])
+# Each job also runs the checks on the tables it writes (operations/checks.py), after it.
+incremental_job = define_asset_job(
+    "tiny_incremental_sync",
+    selection=AssetSelection.assets(service_orders_incremental)
+    | AssetSelection.checks(NO_DUPLICATE_ORDER_NUMBERS),
+)
+retries_job = define_asset_job(
+    "tiny_import_failure_retries",
+    selection=AssetSelection.assets(import_failure_retries)
+    | AssetSelection.checks(NO_FAILURES_AWAITING_REVIEW),
+)
 integrity_job = define_asset_job("tiny_integrity_check", selection=[integrity_report])
 
 defs = Definitions(
