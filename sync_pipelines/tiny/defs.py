@@ -57,7 +57,7 @@ from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
 from ..resources import DatabaseResource, TelegramResource, env_or
-from .breaker import CircuitOpen
+from .breaker import DEFAULT_THRESHOLD, THRESHOLD_VAR, CircuitBreaker, CircuitOpen
 from .client import (
     TinyClient,
     TinyReauthorizationRequired,
@@ -122,6 +122,10 @@ class TinyApiResource(ConfigurableResource):
     incremental_window_days: int = Field(
         default=7, description="TINY_INCREMENTAL_WINDOW_DAYS: days the incremental sync re-lists."
     )
+    circuit_breaker_failures: int = Field(
+        default=DEFAULT_THRESHOLD,
+        description=f"{THRESHOLD_VAR}: stop a run after this many consecutive failed calls.",
+    )
     max_requests_per_minute: int | None = Field(
         default=None,
         description="Lower the account-wide request cap for this run (never raises it).",
@@ -132,7 +136,12 @@ class TinyApiResource(ConfigurableResource):
         return cls(
             **{field: env_or(var, None, env) for field, var in TINY_VARIABLES.items()},
             incremental_window_days=env_or("TINY_INCREMENTAL_WINDOW_DAYS", 7, env),
+            circuit_breaker_failures=env_or(THRESHOLD_VAR, DEFAULT_THRESHOLD, env),
         )
+
+    def breaker(self) -> CircuitBreaker:
+        """A fresh breaker for one run (its calls share the count)."""
+        return CircuitBreaker(self.circuit_breaker_failures)
 
     def client(self, tiny_db: Database, control_db: Database) -> TinyClient:
         settings = settings_from_variables(
@@ -288,7 +297,7 @@ def service_orders_history(
         )
 
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = sync_month(client, tiny_db.db, month, on_page=progress)
+        result = sync_month(client, tiny_db.db, month, on_page=progress, breaker=tiny_api.breaker())
     _report_tables(context, tiny_db)
     return MaterializeResult(metadata=_numeric(result.metadata()))
 
@@ -319,7 +328,10 @@ def service_orders_incremental(
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = sync_incremental(
-            client, tiny_db.db, window_days=config.window_days or tiny_api.incremental_window_days
+            client,
+            tiny_db.db,
+            window_days=config.window_days or tiny_api.incremental_window_days,
+            breaker=tiny_api.breaker(),
         )
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -347,7 +359,7 @@ def import_failure_retries(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = retry_failures(client, tiny_db.db)
+        result = retry_failures(client, tiny_db.db, breaker=tiny_api.breaker())
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
         {f"failures_{k}": v for k, v in counts.items()}
@@ -380,7 +392,7 @@ def integrity_report(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        report = check_integrity(client, tiny_db.db)
+        report = check_integrity(client, tiny_db.db, breaker=tiny_api.breaker())
     by_status = MetadataValue.table(
         records=[
             TableRecord(
