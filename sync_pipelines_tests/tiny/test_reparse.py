@@ -11,15 +11,19 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from dagster import DagsterInstance, materialize
 
 from sync_pipelines.lib.db import create_database, quote_ident
 from sync_pipelines.lib.migrations import migrate
 from sync_pipelines.sandbox.tiny_sim import TinySimulator
 from sync_pipelines.tiny import parse
+from sync_pipelines.tiny.defs import TINY_VARIABLES, reparse, service_orders_history
 from sync_pipelines.tiny.reparse import reparse_month
 from sync_pipelines.tiny.sync import sync_month
 
 from .conftest import make_client
+from .test_defs import own, project  # noqa: F401 - the whole-project fixture
+from .test_defs import resources as project_resources
 
 MONTH = dt.date(2023, 5, 1)
 NEXT_MONTH = dt.date(2023, 6, 1)
@@ -293,3 +297,72 @@ def test_rows_stored_before_versions_were_recorded_get_the_version_once(sim, tin
         i: loaded_values(r) for i, r in before.items()
     }
     assert orders(tiny_db) == after
+
+
+def test_reparse_asset_runs_with_tiny_down_and_fails_naming_unreadable_orders(
+    project,  # noqa: F811 - the fixture imported from test_defs
+    change_rule,
+    monkeypatch,
+):
+    sim, url = project
+    ids = sim.add_orders(70, month="2022-07", situacao=None)
+    for order_id in ids[:10]:
+        sim.edit(order_id, desconto="10%")
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize(
+            [service_orders_history],
+            partition_key="2022-07-01",
+            resources=project_resources(),
+            instance=instance,
+        ).success
+        # Tiny is down and its credentials are gone: a reparse needs neither.
+        sim.stop()
+        for name in TINY_VARIABLES.values():
+            monkeypatch.delenv(name, raising=False)
+        db = create_database("tiny", url, "tiny")
+        stored = orders(db, dt.date(2022, 7, 1), dt.date(2022, 7, 31))
+        changing = with_percentage(sim, stored)
+        version = parse.PARSER_VERSION + 1
+        change_rule("parse_discount", percentage_as_fraction)
+
+        result = materialize(
+            [reparse], partition_key="2022-07-01", resources=project_resources(), instance=instance
+        )
+
+        assert result.success
+        meta = own(result, "tiny__reparse").metadata
+        assert {k: meta[k].value for k in ("parser_version", "rows_read", "rows_changed")} == {
+            "parser_version": version,
+            "rows_read": len(stored),
+            "rows_changed": len(changing),
+        }
+        assert (meta["rows_unchanged"].value, meta["rows_unreadable"].value) == (
+            len(stored) - len(changing),
+            0,
+        )
+        assert meta["columns_changed"].value == {"desconto_percentual": len(changing)}
+        events = "\n".join(str(e) for e in instance.all_logs(result.run_id))
+
+        change_rule("parse_discount", percentage_refused)
+        failed = materialize(
+            [reparse],
+            partition_key="2022-07-01",
+            resources=project_resources(),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not failed.success
+        [failure] = [e for e in failed.all_events if e.is_step_failure]
+        info = failure.step_failure_data.user_failure_data
+        assert info.description.startswith(f"{len(changing)} stored orders of 2022-07 cannot be")
+        for order_id in changing:
+            assert f"order {order_id}: field 'desconto'" in info.description
+        assert info.metadata["rows_unreadable"].value == len(changing)
+        events += "\n".join(str(e) for e in instance.all_logs(failed.run_id))
+    with db.connect() as conn:
+        people = conn.execute(
+            sa.text("SELECT cliente_nome, cliente_email, cliente_cpf_cnpj FROM ordens_servico")
+        ).all()
+    db.dispose()
+    personal = [v for row in people for v in row if v and len(v) > 5]
+    assert personal and [p for p in personal if p in events] == []
