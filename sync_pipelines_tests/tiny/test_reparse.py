@@ -156,7 +156,7 @@ def test_reparse_after_a_rule_change_equals_a_fresh_load_without_any_request(
 
     change_rule("parse_discount", percentage_as_fraction)
     requests = len(sim.requests_log())
-    result = reparse_month(tiny_db, MONTH)
+    result = reparse_month(tiny_db, MONTH, batch_size=50)  # four batches
     assert len(sim.requests_log()) == requests, "reparse sent requests to Tiny"
 
     assert (result.read, result.changed, result.unchanged) == (
@@ -228,6 +228,36 @@ def test_month_edges_and_the_dst_day_belong_to_their_emission_month(
     assert {i: loaded_values(after[i]) for i in fresh} == {
         i: loaded_values(fresh[i]) for i in fresh
     }
+
+
+def test_an_order_without_emission_date_belongs_to_the_month_it_was_first_seen_in(
+    sim, tiny_db, change_rule
+):
+    ids = sim.add_orders(3, month="2023-07", situacao=None)
+    for order_id in ids:
+        sim.edit(order_id, desconto="10%")
+    load(sim, tiny_db, dt.date(2023, 7, 1))
+    undated = ids[0]
+    # Stored as an order Tiny sent without a date, first seen at 23:00 on 31 July in São
+    # Paulo, already 1 August in UTC.
+    with tiny_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE ordens_servico SET data_emissao = NULL, "
+                "raw = jsonb_set(raw, '{data}', '\"\"'), "
+                "raw_list = jsonb_set(raw_list, '{data}', '\"\"'), "
+                "first_seen_at = '2023-08-01 02:00:00+00' WHERE id = :id"
+            ),
+            {"id": undated},
+        )
+    change_rule("parse_discount", percentage_as_fraction)
+
+    august = reparse_month(tiny_db, dt.date(2023, 8, 1))
+    july = reparse_month(tiny_db, dt.date(2023, 7, 1))
+
+    assert (august.read, july.read, july.changed) == (0, 3, 3)
+    assert orders(tiny_db)[undated]["data_emissao"] is None
+    assert orders(tiny_db)[undated]["desconto_percentual"] == Decimal("0.1")
 
 
 def test_a_conclusion_an_older_rule_read_goes_and_an_observed_one_stays(
