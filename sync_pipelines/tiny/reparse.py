@@ -173,6 +173,8 @@ def _reparse_batch(
         result.read += 1
         try:
             row = parse.order_row(stored.raw_list, stored.raw)
+            if row["id"] != stored.id:  # the write is keyed by id: never another order's row
+                raise ValueError(f"the stored payload is order {row['id']}'s")
         except (parse.ParseError, ValueError, TypeError) as exc:
             # Its stored values stay; the run reports it (the parser needs fixing, not Tiny).
             problem = str(exc) if isinstance(exc, parse.ParseError) else f"order {stored.id}: {exc}"

@@ -294,6 +294,15 @@ def test_payloads_the_current_parser_cannot_read_keep_their_values_and_are_named
     for order_id in ids[:4]:
         sim.edit(order_id, desconto="15%")
     load(sim, tiny_db, MONTH)
+    # A row whose stored detail names another order: never written over by that order.
+    mixed = max(set(ids) - with_percentage(sim, ids))
+    with tiny_db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE ordens_servico SET raw = jsonb_set(raw, '{id}', :other) WHERE id = :id"
+            ),
+            {"id": mixed, "other": str(ids[0])},
+        )
     before = orders(tiny_db)
     untouched = other_tables(tiny_db)
     refused = with_percentage(sim, before)
@@ -301,10 +310,13 @@ def test_payloads_the_current_parser_cannot_read_keep_their_values_and_are_named
     change_rule("parse_discount", percentage_refused)
     result = reparse_month(tiny_db, MONTH)
 
-    assert {i for i, _ in result.unreadable} == refused
+    assert {i for i, _ in result.unreadable} == refused | {mixed}
     for order_id, message in result.unreadable:
-        assert message.startswith(f"order {order_id}: field 'desconto'")
-    assert result.changed == 0 and result.unchanged == len(before) - len(refused)
+        if order_id == mixed:
+            assert message == f"order {mixed}: the stored payload is order {ids[0]}'s"
+        else:
+            assert message.startswith(f"order {order_id}: field 'desconto'")
+    assert result.changed == 0 and result.unchanged == len(before) - len(refused) - 1
     assert orders(tiny_db) == before
     assert other_tables(tiny_db) == untouched
 
