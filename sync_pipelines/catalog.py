@@ -83,6 +83,8 @@ TINY_SYNCS = (
     _k("tiny/import_failure_retries"),
     _k("tiny/integrity_report"),
 )
+# Writes ordens_servico from what is stored there; reads no API.
+TINY_REPARSE = _k("tiny/reparse")
 HUBSOFT_SYNCS = (_k("hubsoft/offline_ticket_recovery"), _k("hubsoft/ticket_status_sync"))
 LOCAL_SYNC_TABLES = ("wpp_contacts", "wpp_contact_sectors", "wpp_chats")
 
@@ -166,7 +168,7 @@ TABLES = (
         "ordens_servico",
         "tiny",
         "tiny",
-        TINY_SYNCS,
+        (*TINY_SYNCS, TINY_REPARSE),
         "Tiny service orders cached for the apps (one row per order, current status).",
     ),
     Table(

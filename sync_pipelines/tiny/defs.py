@@ -9,6 +9,8 @@
 - ``tiny/import_failure_retries``: every 5 minutes, failed imports whose backoff elapsed.
 - ``tiny/integrity_report``: daily, API vs table per status; imports what is missing and
   fixes stale statuses.
+- ``tiny/reparse``: the history's months again, from the stored raw JSON with the current
+  parser (after a rule change): no Tiny call, no token, works with Tiny down.
 
 Guards (issue 10): every asset stops early when Tiny fails ``TINY_CIRCUIT_BREAKER_FAILURES``
 (5) calls in a row; the run fails with the reason and the resume point in the failure's
@@ -50,6 +52,7 @@ from ..catalog import (
     NO_FAILURES_AWAITING_REVIEW,
     TINY_IMPORT_FAILURES,
     TINY_ORDERS,
+    TINY_REPARSE,
     TINY_STATUS_HISTORY,
     table_materializations,
 )
@@ -66,6 +69,7 @@ from .client import (
     settings_from_variables,
 )
 from .parse import ALL_STATUSES
+from .reparse import reparse_month
 from .sync import (
     MAX_ATTEMPTS,
     check_integrity,
@@ -442,6 +446,49 @@ def integrity_report(
     )
 
 
+@asset(
+    key=TINY_REPARSE,
+    partitions_def=monthly,
+    deps=[service_orders_history],
+    group_name="tiny",
+    # No API pool: it never calls Tiny, so it neither waits for nor slows the API syncs.
+    kinds={"postgres"},
+    owners=["team:data-platform"],
+    tags={"source": "tiny"},
+    description=(
+        "Re-derives the month's orders in ordens_servico from their stored raw JSON with the "
+        "current parser (run it after a parsing rule changed): no Tiny call, writes only the "
+        "orders whose values change and stamps parser_version on them; history and failures "
+        "are left as they are. Fails naming the orders whose payload the parser cannot read "
+        "(their stored values are kept)."
+    ),
+)
+def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> MaterializeResult:
+    # Only the database: no Tiny resource, so a reparse needs neither the API nor its token.
+    month = dt.date.fromisoformat(context.partition_key)
+    result = reparse_month(tiny_db.db, month)
+    metadata = _numeric(result.metadata())
+    metadata["columns_changed"] = MetadataValue.json(result.columns_changed)
+    if result.unreadable:
+        raise Failure(
+            description=(
+                f"{len(result.unreadable)} stored orders of {result.month} cannot be read by "
+                f"parser version {result.parser_version}; their stored values are kept, the "
+                f"other orders were reparsed. Fix the rule and run the month again: "
+                f"{result.unreadable_summary()}"
+            ),
+            metadata=metadata,
+            allow_retries=False,
+        )
+    context.log.info(
+        f"{result.month}: {result.read} orders read, {result.changed} changed, "
+        f"{result.unchanged} unchanged (parser version {result.parser_version})"
+    )
+    for event in table_materializations(tiny_db.db, [TINY_ORDERS]):
+        context.log_event(event)
+    return MaterializeResult(metadata=metadata)
+
+
 # Each job also runs the checks on the tables it writes (operations/checks.py), after it.
 incremental_job = define_asset_job(
     "tiny_incremental_sync",
@@ -454,6 +501,8 @@ retries_job = define_asset_job(
     | AssetSelection.checks(NO_FAILURES_AWAITING_REVIEW),
 )
 integrity_job = define_asset_job("tiny_integrity_check", selection=[integrity_report])
+# For CLI backfills of many months: `dagster job backfill -j tiny_reparse --partitions ...`.
+reparse_job = define_asset_job("tiny_reparse", selection=[reparse])
 
 defs = Definitions(
     assets=[
@@ -461,8 +510,9 @@ defs = Definitions(
         service_orders_incremental,
         import_failure_retries,
         integrity_report,
+        reparse,
     ],
-    jobs=[incremental_job, retries_job, integrity_job],
+    jobs=[incremental_job, retries_job, integrity_job, reparse_job],
     schedules=[
         # Running by default: these replace the cron jobs the users rely on.
         ScheduleDefinition(
