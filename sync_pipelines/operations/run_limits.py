@@ -53,6 +53,8 @@ MAX_RUNTIME_SECONDS: dict[str, int] = {
     "gestao_scouter_stuck_jobs": 10 * MINUTE,
     # Local tenant sync: one tenant's contacts and chats, every 6 hours.
     "local_sync_job": 3 * HOUR,
+    # Checks on the tables: a few counting queries.
+    "table_checks": 10 * MINUTE,
 }
 
 
@@ -78,6 +80,7 @@ JOB_KINDS: dict[str, str] = {
     "gestao_scouter_reverse_sync": "batch",
     "gestao_scouter_stuck_jobs": "api",
     "local_sync_job": "bulk",
+    "table_checks": "api",
 }
 K8S_CONFIG_TAG = "dagster-k8s/config"
 
