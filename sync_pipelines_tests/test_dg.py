@@ -64,3 +64,73 @@ def test_dg_list_defs_lists_every_source(home):
         "local_sync/wpp_contacts",
     ):
         assert key in result.stdout, key
+
+
+def test_dg_dev_serves_the_project_with_its_code_location_loaded(home):
+    """`dg dev` from the repository root: the webserver answers and the project's code
+    location (named by [tool.dg]) loads with every asset group."""
+    import signal
+    import socket
+    import time
+
+    import requests
+
+    dg = Path(sys.executable).parent / "dg"
+    if not dg.exists():
+        pytest.skip("dg is not installed (pip install -e '.[dev]' installs dagster-dg-cli)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "DAGSTER_"))}
+    env = {**clean, **_example_env(), "DAGSTER_HOME": str(home)}
+    log = home / "dg-dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(dg), "dev", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    query = (
+        "query { workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+        "locationOrLoadError { __typename ... on RepositoryLocation { repositories { "
+        "assetGroups { groupName } } } ... on PythonError { message } } } } } }"
+    )
+    loaded = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and loaded is None:
+            assert proc.poll() is None, (
+                f"dg dev exited {proc.returncode}: {log.read_text()[-3000:]}"
+            )
+            try:
+                reply = requests.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=10
+                ).json()
+            except requests.RequestException:
+                time.sleep(1)
+                continue
+            for entry in reply["data"]["workspaceOrError"].get("locationEntries") or []:
+                outcome = entry["locationOrLoadError"] or {}
+                if outcome.get("__typename") == "RepositoryLocation":
+                    loaded = entry
+                elif outcome.get("__typename") == "PythonError":
+                    raise AssertionError(f"{entry['name']} failed to load: {outcome['message']}")
+            time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert loaded is not None, f"no code location loaded: {log.read_text()[-3000:]}"
+    assert loaded["name"] == "sync_pipelines"
+    groups = {
+        g["groupName"]
+        for repo in loaded["locationOrLoadError"]["repositories"]
+        for g in repo["assetGroups"]
+    }
+    assert {"tiny", "detran", "hubsoft", "gestao_scouter", "local_sync", "operations"} <= groups
