@@ -49,6 +49,7 @@ from ..catalog import TINY_IMPORT_FAILURES, TINY_ORDERS, TINY_STATUS_HISTORY, ta
 from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
+from ..provenance import run_rows_metadata
 from ..resources import DatabaseResource, TelegramResource, env_or
 from .breaker import CircuitOpen
 from .client import (
@@ -74,6 +75,7 @@ STATUS_NAMES = {
     4: "Não Aprovada", 5: "Aprovada", 6: "Em Andamento", 7: "Cancelada",
 }  # fmt: skip
 
+TINY_TABLES = ("ordens_servico", "ordem_status_history", "import_failures")
 monthly = MonthlyPartitionsDefinition(start_date="2014-01-01", timezone=TZ, end_offset=1)
 
 
@@ -241,12 +243,14 @@ def _status_table(db: Database) -> TableMetadataValue:
     )
 
 
-def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) -> None:
-    """Row counts of the tables every Tiny asset writes, on their catalog assets."""
+def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) -> dict:
+    """Row counts of the tables every Tiny asset writes, on their catalog assets; returns the
+    asset's provenance metadata (the rows this run wrote and how to list them)."""
     for event in table_materializations(
         tiny_db.db, [TINY_ORDERS, TINY_STATUS_HISTORY, TINY_IMPORT_FAILURES]
     ):
         context.log_event(event)
+    return run_rows_metadata(tiny_db.db, context.run_id, TINY_TABLES)
 
 
 def _numeric(values: dict) -> dict:
@@ -281,9 +285,9 @@ def service_orders_history(
         )
 
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = sync_month(client, tiny_db.db, month, on_page=progress)
-    _report_tables(context, tiny_db)
-    return MaterializeResult(metadata=_numeric(result.metadata()))
+        result = sync_month(client, tiny_db.db, month, on_page=progress, run_id=context.run_id)
+    provenance = _report_tables(context, tiny_db)
+    return MaterializeResult(metadata=_numeric(result.metadata()) | provenance)
 
 
 class IncrementalConfig(Config):
@@ -312,7 +316,10 @@ def service_orders_incremental(
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = sync_incremental(
-            client, tiny_db.db, window_days=config.window_days or tiny_api.incremental_window_days
+            client,
+            tiny_db.db,
+            window_days=config.window_days or tiny_api.incremental_window_days,
+            run_id=context.run_id,
         )
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -320,7 +327,7 @@ def service_orders_incremental(
     )
     metadata = _numeric(result.metadata())
     metadata["orders_by_status"] = _status_table(tiny_db.db)
-    _report_tables(context, tiny_db)
+    metadata |= _report_tables(context, tiny_db)
     return MaterializeResult(metadata=metadata)
 
 
@@ -347,12 +354,12 @@ def import_failure_retries(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = retry_failures(client, tiny_db.db)
+        result = retry_failures(client, tiny_db.db, run_id=context.run_id)
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
         {f"failures_{k}": v for k, v in counts.items()}
     )
-    _report_tables(context, tiny_db)
+    metadata |= _report_tables(context, tiny_db)
     return MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -395,7 +402,7 @@ def integrity_report(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        report = check_integrity(client, tiny_db.db)
+        report = check_integrity(client, tiny_db.db, run_id=context.run_id)
     by_status = MetadataValue.table(
         records=[
             TableRecord(
@@ -418,9 +425,10 @@ def integrity_report(
         ),
     )
     agree = report.api_by_status == report.db_by_status
-    _report_tables(context, tiny_db)
+    provenance = _report_tables(context, tiny_db)
     return MaterializeResult(
-        metadata={
+        metadata=provenance
+        | {
             "api_total": MetadataValue.int(report.api_total),
             "db_total": MetadataValue.int(report.db_total),
             "recovered": MetadataValue.int(report.recovered),
