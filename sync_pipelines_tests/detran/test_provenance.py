@@ -9,21 +9,24 @@ import sqlalchemy as sa
 from sync_pipelines.detran.appointments import create_appointments
 from sync_pipelines.detran.sync import SyncOptions
 
+from ..row_versions import run_ids_and_versions
 from .conftest import DAY, DOCTOR
 
 
 def stamped(db) -> dict[str, tuple]:
+    return run_ids_and_versions(
+        db, "agenda_slots", "external_uid", "usuario_id = :u AND data = :d",
+        {"u": DOCTOR.usuario_id, "d": DAY},
+    )  # fmt: skip
+
+
+def removed(db) -> set[str]:
     with db.connect() as conn:
-        return {
-            r.external_uid: (r.sync_run_id, r.version, r.status)
-            for r in conn.execute(
-                sa.text(
-                    "SELECT external_uid, sync_run_id, xmin::text AS version, status"
-                    " FROM agenda_slots WHERE usuario_id = :u AND data = :d"
-                ),
-                {"u": DOCTOR.usuario_id, "d": DAY},
-            )
-        }
+        return set(
+            conn.execute(
+                sa.text("SELECT external_uid FROM agenda_slots WHERE status = 'removed'")
+            ).scalars()
+        )
 
 
 def cpf_of(db, uid: str) -> str:
@@ -36,7 +39,7 @@ def cpf_of(db, uid: str) -> str:
 def test_slots_carry_the_run_that_last_changed_them(detran_db, portal, run_sync):
     run_sync(options=SyncOptions(run_id="run-a"))
     first = stamped(detran_db)
-    assert first and {run for run, _, _ in first.values()} == {"run-a"}
+    assert first and {run for run, _ in first.values()} == {"run-a"}
     create_appointments(detran_db, DOCTOR.usuario_id, DAY, "run-a")
     linked = stamped(detran_db)
 
@@ -53,9 +56,9 @@ def test_slots_carry_the_run_that_last_changed_them(detran_db, portal, run_sync)
     run_sync(options=SyncOptions(run_id="run-c"))
     create_appointments(detran_db, DOCTOR.usuario_id, DAY, "run-c")
     after = stamped(detran_db)
-    changed = {uid for uid, (run, _, _) in after.items() if run == "run-c"}
+    changed = {uid for uid, (run, _) in after.items() if run == "run-c"}
     assert {cpf_of(detran_db, uid) for uid in changed} == {cancelled, corrected}
-    assert all(after[uid][2] == "removed" for uid in changed if cpf_of(detran_db, uid) == cancelled)
+    assert {cpf_of(detran_db, uid) for uid in removed(detran_db)} == {cancelled}
     assert {u: v for u, v in after.items() if u not in changed} == {
         u: v for u, v in linked.items() if u not in changed
     }

@@ -12,22 +12,17 @@ from sync_pipelines.hubsoft.recovery import recover_offline_tickets
 from sync_pipelines.hubsoft.status import sync_statuses
 from sync_pipelines.sandbox.hubsoft_data import BAD_SERVICE_ID
 
+from ..row_versions import run_ids_and_versions
 from .test_recovery import NOW, seed_offline
+
+
+def versions(db) -> dict:
+    return run_ids_and_versions(db, "support_tickets", "protocol")
 
 
 def runs_of(db, table: str, key: str) -> dict:
     with db.connect() as conn:
         return dict(conn.execute(sa.text(f"SELECT {key}, sync_run_id FROM {table}")).all())
-
-
-def versions(db) -> dict:
-    with db.connect() as conn:
-        return {
-            r.protocol: (r.sync_run_id, r.xmin)
-            for r in conn.execute(
-                sa.text("SELECT protocol, sync_run_id, xmin::text AS xmin FROM support_tickets")
-            )
-        }
 
 
 def test_recovery_stamps_links_and_a_quiet_rerun_leaves_them(sim, client, hubsoft_db):

@@ -18,6 +18,7 @@ from sync_pipelines.scouter.mapping import resolve_mapping
 from sync_pipelines.scouter.reverse import reverse_sync
 from sync_pipelines.scouter.source import TZ, source_columns
 
+from ..row_versions import run_ids_and_versions
 from .conftest import DAY, seed_day
 
 NOW = dt.datetime.combine(DAY + dt.timedelta(days=10), dt.time(12), tzinfo=TZ)
@@ -38,13 +39,7 @@ def _export(db, client, run_id):
 
 
 def _lead_runs(db) -> dict[int, tuple]:
-    with db.connect() as conn:
-        return {
-            r.id: (r.sync_run_id, r.version)
-            for r in conn.execute(
-                sa.text("SELECT id, sync_run_id, xmin::text AS version FROM leads")
-            )
-        }
+    return run_ids_and_versions(db, "leads", "id")
 
 
 def test_export_error_rows_name_the_run_that_recorded_them(source_db, client, sim):

@@ -59,18 +59,22 @@ def resources() -> dict:
     }
 
 
+def materialize_month(instance, partition_key: str):
+    result = materialize(
+        [service_orders_history],
+        partition_key=partition_key,
+        resources=resources(),
+        instance=instance,
+    )
+    assert result.success
+    return result, own(result, "tiny__service_orders_history").metadata
+
+
 def test_month_partition_materializes_with_metadata_and_no_leaks(project):
     sim, url = project
     sim.add_orders(130, month="2022-07", situacao=None)
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [service_orders_history],
-            partition_key="2022-07-01",
-            resources=resources(),
-            instance=instance,
-        )
-        assert result.success
-        meta = own(result, "tiny__service_orders_history").metadata
+        result, meta = materialize_month(instance, "2022-07-01")
         assert meta["orders_inserted"].value >= 130
         assert meta["pages"].value == 2 and meta["api_calls"].value >= 132
         events = "\n".join(str(e) for e in instance.all_logs(result.run_id))
@@ -127,14 +131,7 @@ def test_run_metadata_counts_the_runs_rows_and_its_query_lists_them(project):
     sim, url = project
     sim.add_orders(40, month="2022-08", situacao=None)
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [service_orders_history],
-            partition_key="2022-08-01",
-            resources=resources(),
-            instance=instance,
-        )
-        assert result.success
-        meta = own(result, "tiny__service_orders_history").metadata
+        result, meta = materialize_month(instance, "2022-08-01")
     query = meta["run_rows_query"].value
     statements = query.split("```sql\n", 1)[1].split("\n```", 1)[0].splitlines()
     assert len(statements) == 3 and all(result.run_id in s for s in statements)

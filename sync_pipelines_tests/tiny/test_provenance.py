@@ -9,16 +9,10 @@ import sqlalchemy as sa
 
 from sync_pipelines.tiny.sync import retry_failures, sync_month
 
+from ..row_versions import run_ids_and_versions as versions
+
 MONTH = "2023-05"
 MONTH_START = dt.date(2023, 5, 1)
-
-
-def versions(db, table: str, key: str) -> dict[int, tuple[str | None, str]]:
-    with db.connect() as conn:
-        return {
-            r[0]: (r[1], r[2])
-            for r in conn.execute(sa.text(f"SELECT {key}, sync_run_id, xmin::text FROM {table}"))
-        }
 
 
 def test_a_month_stamps_its_rows_and_a_quiet_rerun_leaves_them_untouched(sim, tiny_db, client):
