@@ -25,6 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetMaterialization,
     AssetSpec,
@@ -82,6 +83,8 @@ TINY_SYNCS = (
     _k("tiny/import_failure_retries"),
     _k("tiny/integrity_report"),
 )
+# Writes ordens_servico from what is stored there; reads no API.
+TINY_REPARSE = _k("tiny/reparse")
 HUBSOFT_SYNCS = (_k("hubsoft/offline_ticket_recovery"), _k("hubsoft/ticket_status_sync"))
 LOCAL_SYNC_TABLES = ("wpp_contacts", "wpp_contact_sectors", "wpp_chats")
 
@@ -139,6 +142,16 @@ TINY_STATUS_HISTORY = _k("tiny/ordem_status_history")
 TINY_IMPORT_FAILURES = _k("tiny/import_failures")
 SUPPORT_TICKETS = _k("hubsoft/support_tickets")
 SCOUTER_LEADS = _k("gestao_scouter/leads")
+SCOUTER_EXPORT_ERRORS = _k("gestao_scouter/export_errors")
+
+# Checks hang on the tables they judge (operations/checks.py); the sync jobs that write a
+# table select its checks by these keys, so a check runs right after the write it judges.
+NO_DUPLICATE_ORDER_NUMBERS = AssetCheckKey(TINY_ORDERS, "no_duplicate_order_numbers")
+NO_FAILURES_AWAITING_REVIEW = AssetCheckKey(
+    TINY_IMPORT_FAILURES, "no_failures_awaiting_manual_review"
+)
+NO_FAILED_TICKETS = AssetCheckKey(SUPPORT_TICKETS, "no_failed_tickets")
+NO_EXPORT_ERRORS_LAST_24H = AssetCheckKey(SCOUTER_EXPORT_ERRORS, "no_export_errors_last_24h")
 
 
 def _scouter_columns() -> tuple[tuple[str, str], ...]:
@@ -155,7 +168,7 @@ TABLES = (
         "ordens_servico",
         "tiny",
         "tiny",
-        TINY_SYNCS,
+        (*TINY_SYNCS, TINY_REPARSE),
         "Tiny service orders cached for the apps (one row per order, current status).",
     ),
     Table(
@@ -196,6 +209,16 @@ TABLES = (
         (_k("gestao_scouter/leads_export"),),
         "Gestão Scouter's leads (PostgREST/Supabase), written by the daily export.",
         kinds=frozenset({"supabase", "table"}),
+    ),
+    Table(
+        SCOUTER_EXPORT_ERRORS,
+        "tabuladormax",
+        "gestao_scouter_export_errors",
+        "gestao_scouter",
+        "gestao_scouter",
+        (_k("gestao_scouter/leads_export"),),
+        "Leads Gestão Scouter refused, one row per lead and attempt, with the reason "
+        "(values masked).",
     ),
     *(
         Table(

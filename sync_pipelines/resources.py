@@ -160,6 +160,9 @@ class NotificationOutcome:
         return sum(1 for r in self.results if not r.ok)
 
 
+DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
+
+
 class TelegramResource(ConfigurableResource):
     """Admin notifications through a Telegram bot: ``TELEGRAM_BOT_TOKEN`` (secret),
     ``ADMIN_USER_IDS`` (comma-separated chat ids) and ``TELEGRAM_API_BASE_URL`` (the sandbox
@@ -176,6 +179,11 @@ class TelegramResource(ConfigurableResource):
     api_base_url: str = Field(
         default="https://api.telegram.org", description="TELEGRAM_API_BASE_URL."
     )
+    webserver_url: str = Field(
+        default=DEFAULT_WEBSERVER_URL,
+        description="DAGSTER_WEBSERVER_URL: the Dagster UI's address, for links to runs in "
+        "messages.",
+    )
 
     @classmethod
     def from_env_vars(cls, env: Mapping[str, str] | None = None) -> TelegramResource:
@@ -184,6 +192,7 @@ class TelegramResource(ConfigurableResource):
             bot_token=env_or("TELEGRAM_BOT_TOKEN", None, env),
             admin_user_ids=env_or("ADMIN_USER_IDS", "", env),
             api_base_url=env_or("TELEGRAM_API_BASE_URL", "https://api.telegram.org", env),
+            webserver_url=env_or("DAGSTER_WEBSERVER_URL", DEFAULT_WEBSERVER_URL, env),
         )
 
     def client(self) -> TelegramClient | None:

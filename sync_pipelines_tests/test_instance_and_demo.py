@@ -69,17 +69,27 @@ def test_pool_limits_are_set_on_the_instance(instance):
 
 
 def test_schema_asset_migrates_every_role_and_reports_it(instance, project_db):
-    result = materialize([database_schema], instance=instance)
+    from sync_pipelines.lib.db import ROLES
+    from sync_pipelines.resources import DatabaseResource
+
+    dbs = {f"{role}_db": DatabaseResource.for_role(role) for role in ROLES}
+    result = materialize([database_schema], instance=instance, resources=dbs)
     assert result.success
     mat = result.asset_materializations_for_node("database_schema")[0]
     assert mat.metadata["migrations_applied"].value >= 1
+    # one row per role the project migrates, as table metadata (sortable in the UI)
+    by_role = {r.data["role"]: r.data for r in mat.metadata["migrations"].records}
+    assert set(by_role) == {"control", "tiny", "detran", "hubsoft", "tabuladormax"}
+    assert (
+        sum(r["applied_now"] for r in by_role.values()) == mat.metadata["migrations_applied"].value
+    )
     engine = sa.create_engine(normalize_url(project_db))
     with engine.connect() as conn:
         tables = sa.inspect(conn).get_table_names(schema="sync_control")
     engine.dispose()
     assert {"schema_migrations", "rate_limit_buckets", "sync_checkpoints"} <= set(tables)
     # the run and its metadata are in the PostgreSQL event log
-    again = materialize([database_schema], instance=instance)
+    again = materialize([database_schema], instance=instance, resources=dbs)
     assert (
         again.asset_materializations_for_node("database_schema")[0]
         .metadata["migrations_applied"]

@@ -13,11 +13,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..lib.crypto import CredentialsKeyError
 from ..lib.db import DatabaseConfigError, database_for_role
 from ..lib.redact import mask_cpf
 from .examiners import (
     PROFESSIONS,
-    CredentialsKeyError,
     ExaminerNotFound,
     parse_work_days,
     save_examiner,
@@ -95,6 +95,7 @@ def add_examiner_from_args(args: argparse.Namespace) -> int:
             work_days=work_days,
             auto_sync=args.auto_sync,
             active=args.active,
+            env=os.environ,  # the command's environment holds DETRAN_CREDENTIALS_KEY
         )
     except (ValueError, ExaminerNotFound, CredentialsKeyError) as exc:
         print(f"examiner {args.usuario_id}: {exc}", file=sys.stderr)

@@ -10,14 +10,13 @@ encrypts, every one decrypts.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from ..lib.crypto import CredentialsCipher
 from ..lib.db import Database
 from ..lib.redact import mask_cpf, register_secret
 from .client import Credentials
@@ -32,42 +31,26 @@ DAY_NAMES = {
 }  # fmt: skip
 
 
-class CredentialsKeyError(RuntimeError):
-    """The encryption key is missing or cannot decrypt what the database holds."""
-
-
 class ExaminerNotFound(LookupError):
     pass
 
 
-def cipher(env: dict[str, str] | None = None) -> MultiFernet:
-    raw = (os.environ if env is None else env).get(KEY_VAR, "").strip()
-    if not raw:
-        raise CredentialsKeyError(
-            f"{KEY_VAR} is not set: it holds the key that encrypts examiners' portal passwords "
-            '(generate one with: python -c "from cryptography.fernet import Fernet; '
-            'print(Fernet.generate_key().decode())")'
-        )
-    try:
-        return MultiFernet([Fernet(k.strip().encode()) for k in raw.split(",") if k.strip()])
-    except ValueError:
-        raise CredentialsKeyError(
-            f"{KEY_VAR} is not a valid Fernet key (32 url-safe base64 bytes)"
-        ) from None
+def cipher(env: Mapping[str, str] | None) -> CredentialsCipher:
+    """The cipher under ``env[DETRAN_CREDENTIALS_KEY]``. Callers pass the key they were
+    configured with (the portal resource's field, the CLI's environment): this module never
+    reads the environment itself. No key: ``CredentialsKeyError`` saying how to make one."""
+    return CredentialsCipher((env or {}).get(KEY_VAR, ""), KEY_VAR)
 
 
-def encrypt(text: str, env: dict[str, str] | None = None) -> str:
-    return cipher(env).encrypt(text.encode("utf-8")).decode("ascii")
+def encrypt(text: str, env: Mapping[str, str] | None) -> str:
+    return cipher(env).encrypt(text)
 
 
-def decrypt(token: str, env: dict[str, str] | None = None) -> str:
-    try:
-        return cipher(env).decrypt(token.encode("ascii")).decode("utf-8")
-    except InvalidToken:
-        raise CredentialsKeyError(
-            f"{KEY_VAR} cannot decrypt a stored credential (key changed without rotation?); "
-            "store the password again with `sync-pipelines detran add-examiner`"
-        ) from None
+def decrypt(token: str, env: Mapping[str, str] | None) -> str:
+    return cipher(env).decrypt(
+        token,
+        "examiner credential (or store the password again: sync-pipelines detran add-examiner)",
+    )
 
 
 def cpf_digits(cpf: str) -> str:
@@ -125,7 +108,7 @@ class Examiner:
     def works_on(self, day: dt.date) -> bool:
         return day.isoweekday() in self.work_days
 
-    def credentials(self, env: dict[str, str] | None = None) -> Credentials:
+    def credentials(self, env: Mapping[str, str] | None) -> Credentials:
         password = decrypt(self.password_encrypted, env)
         register_secret(password)
         return Credentials(self.cpf, password, self.profession, self.unit)

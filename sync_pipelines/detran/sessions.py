@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from ..lib.crypto import CredentialsKeyError
 from ..lib.db import Database
 from .client import AgendaContext
-from .examiners import CredentialsKeyError, decrypt, encrypt
+from .examiners import decrypt, encrypt
 
 DEFAULT_TTL = dt.timedelta(minutes=45)
 

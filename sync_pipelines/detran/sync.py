@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from ..lib.crypto import CredentialsKeyError
 from ..lib.db import Database
 from ..lib.http import HttpError
 from ..lib.locks import AdvisoryLock
@@ -45,7 +46,7 @@ from .client import (
     SessionExpired,
     UnrecognisedPage,
 )
-from .examiners import KEY_VAR, CredentialsKeyError, Examiner
+from .examiners import KEY_VAR, Examiner
 from .parse import UnreadableRow
 from .sessions import SessionCache
 from .slots import SOURCE, slot_rows

@@ -11,19 +11,16 @@ to switch the sensor on; with no ``TELEGRAM_BOT_TOKEN``/``ADMIN_USER_IDS`` each 
 logs why nothing was sent.
 """
 
-import os
-
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
 
 from ..lib.redact import redact
-from ..resources import TelegramResource
+from ..resources import DEFAULT_WEBSERVER_URL, TelegramResource
 
-DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 MAX_ERROR_CHARS = 300
 
 
-def run_url(run_id: str) -> str:
-    base = os.environ.get("DAGSTER_WEBSERVER_URL", "").strip() or DEFAULT_WEBSERVER_URL
+def run_url(run_id: str, webserver_url: str = DEFAULT_WEBSERVER_URL) -> str:
+    base = webserver_url.strip() or DEFAULT_WEBSERVER_URL
     return f"{base.rstrip('/')}/runs/{run_id}"
 
 
@@ -75,7 +72,9 @@ def job_label(context: RunFailureSensorContext) -> str:
     return f"materialize {shown}"
 
 
-def failure_message(context: RunFailureSensorContext) -> str:
+def failure_message(
+    context: RunFailureSensorContext, webserver_url: str = DEFAULT_WEBSERVER_URL
+) -> str:
     run = context.dagster_run
     error = first_error_line(context)
     if len(error) > MAX_ERROR_CHARS:
@@ -88,7 +87,7 @@ def failure_message(context: RunFailureSensorContext) -> str:
     ]
     if retry:
         lines.append(f"automatic retry {retry} of this run")
-    lines.append(f"run: {run_url(run.run_id)}")
+    lines.append(f"run: {run_url(run.run_id, webserver_url)}")
     return redact("\n".join(lines))
 
 
@@ -105,6 +104,7 @@ def failure_message(context: RunFailureSensorContext) -> str:
     ),
 )
 def run_failure_telegram_alert(context: RunFailureSensorContext, telegram: TelegramResource):
-    outcome = telegram.notify_admins(failure_message(context), context.log)
+    message = failure_message(context, telegram.webserver_url)
+    outcome = telegram.notify_admins(message, context.log)
     if outcome.skipped_reason:
         context.log.info(f"run {context.dagster_run.run_id[:8]}: {outcome.skipped_reason}")

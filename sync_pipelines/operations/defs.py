@@ -5,20 +5,31 @@ applies every pending file of every role and shows what was applied where. The c
 (checks.py) and the Telegram alert sensor (alerts.py) are cross-source, so they live here.
 """
 
-import os
-
 from dagster import (
     AssetExecutionContext,
     Definitions,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
-from ..lib.db import ROLES, DatabaseConfigError, database_for_role
+from ..lib.db import ROLES, DatabaseConfigError
 from ..lib.migrations import migrate, migration_roles
 from .alerts import run_failure_telegram_alert
-from .checks import OPERATOR_CHECKS
+from .checks import OPERATOR_CHECKS, table_checks_job
+
+MIGRATIONS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("role", "string"),
+        TableColumn("schema", "string"),
+        TableColumn("applied_now", "int"),
+        TableColumn("total", "int"),
+        TableColumn("files_applied_now", "string"),
+    ]
+)
 
 
 @asset(
@@ -26,6 +37,8 @@ from .checks import OPERATOR_CHECKS
     pool="migrations",
     kinds={"postgres", "sql"},
     owners=["team:data-platform"],
+    # Each role's database is its <role>_db resource (EnvVar-configured in definitions.py).
+    required_resource_keys={f"{role}_db" for role in ROLES},
     description=(
         "Every table the syncs own, created and evolved by the versioned files in sql/<role>/. "
         "Materialize to apply pending migrations to every configured role database."
@@ -39,7 +52,7 @@ def database_schema(context: AssetExecutionContext) -> MaterializeResult:
         if role not in ROLES:
             continue  # per-tenant DDL (local sync) is applied by that sync for each tenant
         try:
-            db = database_for_role(role, os.environ)
+            db = getattr(context.resources, f"{role}_db").db
         except DatabaseConfigError as exc:
             skipped.append(role)
             context.log.warning(str(exc))
@@ -53,20 +66,22 @@ def database_schema(context: AssetExecutionContext) -> MaterializeResult:
             f"{db.describe()}: applied {len(report.applied)}, already applied {len(report.already_applied)}"
         )
         rows.append(
-            f"| {role} | {db.schema or '-'} | {len(report.applied)} | "
-            f"{len(report.applied) + len(report.already_applied)} | "
-            f"{', '.join(report.applied) or '-'} |"
+            TableRecord(
+                {
+                    "role": role,
+                    "schema": db.schema or "-",
+                    "applied_now": len(report.applied),
+                    "total": len(report.applied) + len(report.already_applied),
+                    "files_applied_now": ", ".join(report.applied) or "-",
+                }
+            )
         )
-    table = (
-        "| role | schema | applied now | total | files applied now |\n|---|---|---|---|---|\n"
-        + "\n".join(rows)
-    )
     return MaterializeResult(
         metadata={
             "migrations_applied": MetadataValue.int(applied_total),
             "roles_migrated": MetadataValue.int(len(rows)),
             "roles_not_configured": MetadataValue.text(", ".join(skipped) or "none"),
-            "migrations": MetadataValue.md(table),
+            "migrations": MetadataValue.table(records=rows, schema=MIGRATIONS_SCHEMA),
         }
     )
 
@@ -74,5 +89,6 @@ def database_schema(context: AssetExecutionContext) -> MaterializeResult:
 defs = Definitions(
     assets=[database_schema],
     asset_checks=OPERATOR_CHECKS,
+    jobs=[table_checks_job],
     sensors=[run_failure_telegram_alert],
 )

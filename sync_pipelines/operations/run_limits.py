@@ -33,6 +33,8 @@ MAX_RUNTIME_SECONDS: dict[str, int] = {
     "tiny_incremental_sync": 1 * HOUR,
     "tiny_import_failure_retries": 20 * MINUTE,
     "tiny_integrity_check": 2 * HOUR,
+    # Tiny reparse: one month of stored orders, database only (seconds for thousands).
+    "tiny_reparse": 30 * MINUTE,
     # DETRAN: one examiner's day (a few portal pages), every 15 min for the next days.
     "detran_agenda_sync": 15 * MINUTE,
     # DETRAN's schedules: every examiner's window in one run, examiner after examiner. Sized
@@ -65,6 +67,7 @@ JOB_KINDS: dict[str, str] = {
     "tiny_incremental_sync": "api",
     "tiny_import_failure_retries": "api",
     "tiny_integrity_check": "batch",
+    "tiny_reparse": "batch",
     "detran_agenda_sync": "api",
     "detran_all_examiners_sync": "api",
     "sync_tickets": "api",

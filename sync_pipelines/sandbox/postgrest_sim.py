@@ -24,7 +24,8 @@ judged by PostgreSQL itself, as on Supabase:
   so the exporter meets codes nobody listed.
 - ``GET /rest/v1/leads`` supports ``select``, ``col=op.value`` filters (eq, neq, gt, gte, lt,
   lte, is), ``or=(...)``/``and(...)``, ``order`` and ``limit``/``offset``. Replies carry
-  ``Content-Range: 0-N/*`` unless ``paging_headers`` is off (a proxy may strip it; the
+  ``Content-Range: 0-N/*`` (``0-N/total`` with ``Prefer: count=exact``, and 206 when that
+  page is not the whole result) unless ``paging_headers`` is off (a proxy may strip it; the
   contract does not promise it), and at most ``max_rows`` rows whatever the ``limit`` asks
   (Supabase's "Max rows" setting), so a short page does not mean the end.
 
@@ -441,6 +442,7 @@ class PostgrestSimulator(Simulator):
             sql = f"SELECT {select_sql} FROM {self.table}"
             if conditions:
                 sql += " WHERE " + " AND ".join(conditions)
+            count_sql = f"SELECT count(*) FROM ({sql}) AS counted"
             order = request.query.get("order")
             if order:
                 sql += " ORDER BY " + ", ".join(_order(o, known) for o in order.split(","))
@@ -457,17 +459,21 @@ class PostgrestSimulator(Simulator):
             return _err(400, exc.code, str(exc))
         except ValueError as exc:
             return _err(400, "PGRST100", f"failed to parse the query: {exc}")
+        counted = "count=exact" in (request.header("prefer") or "")
         try:
             with self.engine.connect() as conn:
                 rows = [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+                total = conn.execute(sa.text(count_sql), params).scalar_one() if counted else None
         except sa.exc.DBAPIError as exc:
             return _pg_error(exc)
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.paging_headers:
             span = f"{offset}-{offset + len(rows) - 1}" if rows else "*"
-            headers["Content-Range"] = f"{span}/*"
+            headers["Content-Range"] = f"{span}/{'*' if total is None else total}"
+        # PostgREST answers 206 when a count shows the page is not the whole result.
+        partial = total is not None and offset + len(rows) < total
         return Response(
-            200,
+            206 if partial else 200,
             json.dumps(rows, default=_json_default, ensure_ascii=False).encode("utf-8"),
             headers,
         )

@@ -204,7 +204,7 @@ SCOUTER_PART = SandboxPart(
             "two leads a day carry values Gestão Scouter refuses ('amanhã 14h' as a time, "
             "'MX-…' as a number): each is isolated as an error row, the rest is exported"
         ),
-        "gestao_scouter/leads_export:no_export_errors_last_24h": (
+        "gestao_scouter/export_errors:no_export_errors_last_24h": (
             "red because of those planted leads (see gestao_scouter_export_errors)"
         ),
     },

@@ -1352,10 +1352,12 @@ TINY_PART = SandboxPart(
     },
     # A month of the old 2014 shape, a mid-history month and the current one.
     demo_partitions=lambda: {
-        "tiny/service_orders_history": [
+        asset: [
             "2014-03-01",
             "2020-03-01",
             dt.datetime.now(SAO_PAULO).date().replace(day=1).isoformat(),
         ]
+        # The reparse runs after the load, in the same run (same partitions and key).
+        for asset in ("tiny/service_orders_history", "tiny/reparse")
     },
 )

@@ -275,6 +275,21 @@ class GestaoScouterClient:
             for name, spec in properties.items()
         }
 
+    def row_count(self) -> int | None:
+        """Rows in leads, by PostgREST's ``Prefer: count=exact`` (``Content-Range: 0-0/N``).
+
+        None when the reply carries no total (a proxy stripped the header, or the server
+        ignored the preference): an unknown count is reported as unknown, never as 0.
+        """
+        response = self._call(
+            "GET",
+            LEADS_PATH,
+            params={"select": "id", "limit": "1"},
+            headers={"Prefer": "count=exact"},
+        )
+        total = (response.headers.get("Content-Range") or "").rpartition("/")[2].strip()
+        return int(total) if total.isdigit() else None
+
     def changed_leads(
         self, after: tuple[str, int] | None, limit: int = 1000
     ) -> list[dict[str, Any]]:

@@ -12,9 +12,6 @@ written nothing of the interrupted page.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 from ..lib.http import HttpError, TransientHttpError
 from ..lib.redact import redact
 
@@ -49,21 +46,13 @@ class CircuitOpen(RuntimeError):
         return self
 
 
-def threshold_from_env(env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
-    raw = (env.get(THRESHOLD_VAR) or str(DEFAULT_THRESHOLD)).strip()
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{THRESHOLD_VAR} must be a positive integer, got {raw!r}")
-    return int(raw)
-
-
 class CircuitBreaker:
     """Counts consecutive failed calls of one sync; ``failed`` raises at the threshold."""
 
-    def __init__(self, threshold: int | None = None) -> None:
-        self.threshold = threshold_from_env() if threshold is None else threshold
-        if self.threshold < 1:
-            raise ValueError("the circuit breaker threshold must be at least 1")
+    def __init__(self, threshold: int = DEFAULT_THRESHOLD) -> None:
+        if threshold < 1:
+            raise ValueError(f"{THRESHOLD_VAR} must be at least 1, got {threshold}")
+        self.threshold = threshold
         self.consecutive = 0
         self.total_failures = 0
 

@@ -9,6 +9,8 @@
 - ``tiny/import_failure_retries``: every 5 minutes, failed imports whose backoff elapsed.
 - ``tiny/integrity_report``: daily, API vs table per status; imports what is missing and
   fixes stale statuses.
+- ``tiny/reparse``: the history's months again, from the stored raw JSON with the current
+  parser (after a rule change): no Tiny call, no token, works with Tiny down.
 
 Guards (issue 10): every asset stops early when Tiny fails ``TINY_CIRCUIT_BREAKER_FAILURES``
 (5) calls in a row; the run fails with the reason and the resume point in the failure's
@@ -24,9 +26,9 @@ from contextlib import contextmanager
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetSelection,
     Config,
     ConfigurableResource,
     DefaultScheduleStatus,
@@ -45,13 +47,21 @@ from dagster import (
 )
 from pydantic import Field
 
-from ..catalog import TINY_IMPORT_FAILURES, TINY_ORDERS, TINY_STATUS_HISTORY, table_materializations
+from ..catalog import (
+    NO_DUPLICATE_ORDER_NUMBERS,
+    NO_FAILURES_AWAITING_REVIEW,
+    TINY_IMPORT_FAILURES,
+    TINY_ORDERS,
+    TINY_REPARSE,
+    TINY_STATUS_HISTORY,
+    table_materializations,
+)
 from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
 from ..provenance import run_rows_metadata
 from ..resources import DatabaseResource, TelegramResource, env_or
-from .breaker import CircuitOpen
+from .breaker import DEFAULT_THRESHOLD, THRESHOLD_VAR, CircuitBreaker, CircuitOpen
 from .client import (
     TinyClient,
     TinyReauthorizationRequired,
@@ -60,6 +70,7 @@ from .client import (
     settings_from_variables,
 )
 from .parse import ALL_STATUSES
+from .reparse import reparse_month
 from .sync import (
     MAX_ATTEMPTS,
     check_integrity,
@@ -117,6 +128,10 @@ class TinyApiResource(ConfigurableResource):
     incremental_window_days: int = Field(
         default=7, description="TINY_INCREMENTAL_WINDOW_DAYS: days the incremental sync re-lists."
     )
+    circuit_breaker_failures: int = Field(
+        default=DEFAULT_THRESHOLD,
+        description=f"{THRESHOLD_VAR}: stop a run after this many consecutive failed calls.",
+    )
     max_requests_per_minute: int | None = Field(
         default=None,
         description="Lower the account-wide request cap for this run (never raises it).",
@@ -127,7 +142,12 @@ class TinyApiResource(ConfigurableResource):
         return cls(
             **{field: env_or(var, None, env) for field, var in TINY_VARIABLES.items()},
             incremental_window_days=env_or("TINY_INCREMENTAL_WINDOW_DAYS", 7, env),
+            circuit_breaker_failures=env_or(THRESHOLD_VAR, DEFAULT_THRESHOLD, env),
         )
+
+    def breaker(self) -> CircuitBreaker:
+        """A fresh breaker for one run (its calls share the count)."""
+        return CircuitBreaker(self.circuit_breaker_failures)
 
     def client(self, tiny_db: Database, control_db: Database) -> TinyClient:
         settings = settings_from_variables(
@@ -285,7 +305,14 @@ def service_orders_history(
         )
 
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = sync_month(client, tiny_db.db, month, on_page=progress, run_id=context.run_id)
+        result = sync_month(
+            client,
+            tiny_db.db,
+            month,
+            on_page=progress,
+            breaker=tiny_api.breaker(),
+            run_id=context.run_id,
+        )
     provenance = _report_tables(context, tiny_db)
     return MaterializeResult(metadata=_numeric(result.metadata()) | provenance)
 
@@ -319,6 +346,7 @@ def service_orders_incremental(
             client,
             tiny_db.db,
             window_days=config.window_days or tiny_api.incremental_window_days,
+            breaker=tiny_api.breaker(),
             run_id=context.run_id,
         )
     context.log.info(
@@ -334,13 +362,6 @@ def service_orders_incremental(
 @asset(
     key=["tiny", "import_failure_retries"],
     **TINY_ASSET,
-    check_specs=[
-        AssetCheckSpec(
-            "no_failures_awaiting_manual_review",
-            asset=["tiny", "import_failure_retries"],
-            description=f"Orders that failed {MAX_ATTEMPTS} times wait in import_failures for a person.",
-        )
-    ],
     description=(
         "Retries orders in import_failures whose backoff elapsed (30 s, 2 min, 8 min… up to "
         f"{MAX_ATTEMPTS} attempts); after that they stay for manual review."
@@ -354,28 +375,15 @@ def import_failure_retries(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = retry_failures(client, tiny_db.db, run_id=context.run_id)
+        result = retry_failures(
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+        )
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
         {f"failures_{k}": v for k, v in counts.items()}
     )
     metadata |= _report_tables(context, tiny_db)
-    return MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            AssetCheckResult(
-                check_name="no_failures_awaiting_manual_review",
-                passed=counts["manual_review"] == 0,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "awaiting_manual_review": counts["manual_review"],
-                    "how_to_fix": "SELECT id_ordem, erro, tentativas FROM import_failures "
-                    f"WHERE NOT resolvido AND tentativas >= {MAX_ATTEMPTS}; fix the order in Tiny, "
-                    "then UPDATE import_failures SET tentativas = 0 for it to be retried.",
-                },
-            )
-        ],
-    )
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(
@@ -402,7 +410,9 @@ def integrity_report(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        report = check_integrity(client, tiny_db.db, run_id=context.run_id)
+        report = check_integrity(
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+        )
     by_status = MetadataValue.table(
         records=[
             TableRecord(
@@ -453,9 +463,64 @@ def integrity_report(
     )
 
 
-incremental_job = define_asset_job("tiny_incremental_sync", selection=[service_orders_incremental])
-retries_job = define_asset_job("tiny_import_failure_retries", selection=[import_failure_retries])
+@asset(
+    key=TINY_REPARSE,
+    partitions_def=monthly,
+    deps=[service_orders_history],
+    group_name="tiny",
+    # No API pool: it never calls Tiny, so it neither waits for nor slows the API syncs.
+    kinds={"postgres"},
+    owners=["team:data-platform"],
+    tags={"source": "tiny"},
+    description=(
+        "Re-derives the month's orders in ordens_servico from their stored raw JSON with the "
+        "current parser (run it after a parsing rule changed): no Tiny call, writes only the "
+        "orders whose values change and stamps parser_version on them; history and failures "
+        "are left as they are. Fails naming the orders whose payload the parser cannot read "
+        "(their stored values are kept)."
+    ),
+)
+def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> MaterializeResult:
+    # Only the database: no Tiny resource, so a reparse needs neither the API nor its token.
+    month = dt.date.fromisoformat(context.partition_key)
+    result = reparse_month(tiny_db.db, month, run_id=context.run_id)
+    metadata = _numeric(result.metadata())
+    metadata["columns_changed"] = MetadataValue.json(result.columns_changed)
+    if result.unreadable:
+        raise Failure(
+            description=(
+                f"{len(result.unreadable)} stored orders of {result.month} cannot be read by "
+                f"parser version {result.parser_version}; their stored values are kept, the "
+                f"other orders were reparsed. Fix the rule and run the month again: "
+                f"{result.unreadable_summary()}"
+            ),
+            metadata=metadata,
+            allow_retries=False,
+        )
+    context.log.info(
+        f"{result.month}: {result.read} orders read, {result.changed} changed, "
+        f"{result.unchanged} unchanged (parser version {result.parser_version})"
+    )
+    for event in table_materializations(tiny_db.db, [TINY_ORDERS]):
+        context.log_event(event)
+    metadata |= run_rows_metadata(tiny_db.db, context.run_id, ["ordens_servico"])
+    return MaterializeResult(metadata=metadata)
+
+
+# Each job also runs the checks on the tables it writes (operations/checks.py), after it.
+incremental_job = define_asset_job(
+    "tiny_incremental_sync",
+    selection=AssetSelection.assets(service_orders_incremental)
+    | AssetSelection.checks(NO_DUPLICATE_ORDER_NUMBERS),
+)
+retries_job = define_asset_job(
+    "tiny_import_failure_retries",
+    selection=AssetSelection.assets(import_failure_retries)
+    | AssetSelection.checks(NO_FAILURES_AWAITING_REVIEW),
+)
 integrity_job = define_asset_job("tiny_integrity_check", selection=[integrity_report])
+# For CLI backfills of many months: `dagster job backfill -j tiny_reparse --partitions ...`.
+reparse_job = define_asset_job("tiny_reparse", selection=[reparse])
 
 defs = Definitions(
     assets=[
@@ -463,8 +528,9 @@ defs = Definitions(
         service_orders_incremental,
         import_failure_retries,
         integrity_report,
+        reparse,
     ],
-    jobs=[incremental_job, retries_job, integrity_job],
+    jobs=[incremental_job, retries_job, integrity_job, reparse_job],
     schedules=[
         # Running by default: these replace the cron jobs the users rely on.
         ScheduleDefinition(

@@ -16,6 +16,14 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# The version of the rules below. Bump it in the same commit as any change to what
+# ``order_row`` derives from a payload (a new field, a fixed money or date rule): every row
+# records the version that derived its stored columns (``ordens_servico.parser_version``), and
+# the ``tiny/reparse`` job (reparse.py) re-derives the stored orders from their raw JSON with
+# the new rules, month by month and with no API call, stamping the new number on each row
+# whose values change. A change that derives nothing different (a refactor) needs no bump.
+PARSER_VERSION = 1
+
 FINAL_STATUSES = frozenset({3, 4, 7})
 OPEN_STATUSES = (0, 1, 2, 5, 6)
 ALL_STATUSES = tuple(range(8))
@@ -154,6 +162,7 @@ def order_row(item: Mapping[str, Any], detail: Mapping[str, Any]) -> dict[str, A
         if isinstance(category, Mapping)
         else _text(category),
         "list_hash": list_fingerprint(item),
+        "parser_version": PARSER_VERSION,
         "raw": dict(detail),
         "raw_list": dict(item),
     }

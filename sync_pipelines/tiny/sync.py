@@ -59,7 +59,7 @@ UPSERT_COLUMNS = [
     "cliente_nome", "cliente_codigo", "cliente_tipo_pessoa", "cliente_cpf_cnpj", "cliente_email",
     "cliente_celular", "cliente_municipio", "cliente_uf", "total_servicos", "total_pecas",
     "total_ordem_servico", "desconto", "desconto_percentual", "equipamento", "tecnico",
-    "categoria", "list_hash", "raw", "raw_list",
+    "categoria", "list_hash", "parser_version", "raw", "raw_list",
 ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from cryptography.fernet import Fernet
@@ -58,7 +59,7 @@ def settings(portal, tmp_path) -> PortalSettings:
 
 
 @pytest.fixture
-def run_sync(detran_db, settings):
+def run_sync(detran_db, settings, credentials_key):
     """``run_sync(examiner, days)``: one sync through the portal simulator."""
 
     def run(sandbox_examiner=DOCTOR, days=(DAY,), *, options=None, cache=True):
@@ -68,8 +69,11 @@ def run_sync(detran_db, settings):
             examiner,
             list(days),
             portal_factory=lambda creds: PortalClient(settings, creds),
-            sessions=SessionCache(detran_db, settings.base_url) if cache else None,
-            options=options or SyncOptions(),
+            sessions=SessionCache(detran_db, settings.base_url, env={KEY_VAR: credentials_key})
+            if cache
+            else None,
+            # the key as the portal resource passes it (plain modules never read the env)
+            options=replace(options or SyncOptions(), credentials_key=credentials_key),
         )
 
     return run

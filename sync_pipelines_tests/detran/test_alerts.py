@@ -6,6 +6,7 @@ examiner's runs fails its check."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -138,7 +139,7 @@ def test_wrong_password_alerts_once_and_the_other_examiner_still_syncs(
     env, instance, portal, telegram
 ):
     day = work_day()
-    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77")
+    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77", env=os.environ)
     for attempt in range(1, 4):
         refused = run(instance, day)
         assert not refused.success
@@ -170,7 +171,7 @@ def test_wrong_password_alerts_once_and_the_other_examiner_still_syncs(
     assert "refused the login of examiner 1" in texts[0]
     assert "Senha#Errada-77" not in texts[0] and DOCTOR.cpf not in texts[0]
 
-    save_examiner(env, DOCTOR.usuario_id, password=DOCTOR.password)
+    save_examiner(env, DOCTOR.usuario_id, password=DOCTOR.password, env=os.environ)
     fixed = run(instance, day)
     assert fixed.success
     assert not checks(fixed)[FAILURE_RATE_CHECK].passed  # still 3 failed of 4 in 24 h

@@ -4,6 +4,7 @@ work-day parsing the schedules rely on."""
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -36,12 +37,12 @@ def test_add_examiner_reads_the_password_from_stdin_and_stores_it_encrypted(
     assert examiner.work_days == (1, 2, 3, 5) and examiner.unit == "2001"
     assert examiner.auto_sync and examiner.active
     assert "Segredo" not in examiner.password_encrypted
-    assert examiner.credentials().password == "Segredo#Único1"
+    assert examiner.credentials(os.environ).password == "Segredo#Único1"
     # update without a new password
     code = add_examiner_command(["--usuario-id", "30", "--no-auto-sync", "--keep-password"])
     assert code == 0 and "updated" in capsys.readouterr().out
     updated = get_examiner(cli_env, 30)
-    assert not updated.auto_sync and updated.credentials().password == "Segredo#Único1"
+    assert not updated.auto_sync and updated.credentials(os.environ).password == "Segredo#Único1"
 
 
 def test_add_examiner_refuses_an_incomplete_new_examiner(cli_env, monkeypatch, capsys):

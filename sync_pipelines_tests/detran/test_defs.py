@@ -5,6 +5,7 @@ no personal data or password anywhere in the Dagster event log."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -134,7 +135,7 @@ def test_no_personal_data_or_password_in_the_event_log(env, instance, portal):
     portal.broken_pages = 1
     broken = run(instance, partition_key(day, 1), assets=[agenda_slots])
     assert not broken.success
-    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77")
+    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77", env=os.environ)
     refused = run(instance, partition_key(day, 1), assets=[agenda_slots])
     assert not refused.success
     text = "\n".join(event_text(instance, r) for r in (ok, broken, refused))

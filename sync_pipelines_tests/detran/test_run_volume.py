@@ -6,6 +6,7 @@ can still be backfilled alone over a date range from the asset's partitions."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -97,6 +98,7 @@ def add_examiners(db, ids) -> None:
             work_days=[1, 2, 3, 4, 5],
             auto_sync=True,
             active=True,
+            env=os.environ,
         )
 
 
@@ -252,7 +254,7 @@ def test_scheduled_run_syncs_each_examiner_under_their_lock_and_one_refusal_stop
         )
     )
     # the doctor's stored password is refused by the portal
-    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77")
+    save_examiner(env, DOCTOR.usuario_id, password="Senha#Errada-77", env=os.environ)
     wednesday = dt.datetime(2031, 3, 12, 9, 0, tzinfo=TZ)
     (request,) = tick(detran_next_3_days, instance, wednesday)
     days = [dt.date(2031, 3, 12) + dt.timedelta(days=i) for i in range(3)]
@@ -286,7 +288,7 @@ def test_scheduled_run_syncs_each_examiner_under_their_lock_and_one_refusal_stop
     assert slots.get(1) is None
     assert slots[third] == sum(len(portal.bookings("T3X4Y", "3001", d)) for d in days)
     # Login reuse: the next tick's run reuses each examiner's session, no new login.
-    save_examiner(env, DOCTOR.usuario_id, password=DOCTOR.password)
+    save_examiner(env, DOCTOR.usuario_id, password=DOCTOR.password, env=os.environ)
     with AdvisoryLock(env, lock_name(PSYCHOLOGIST.usuario_id)):
         # a UI re-sync of the psychologist holds their lock: the scheduled run skips them
         again = materialize_range(

@@ -5,6 +5,7 @@ the per-examiner lock."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -140,7 +141,7 @@ def test_window_with_one_broken_day_is_partial_and_only_good_days_are_synced(
 def test_wrong_password_fails_the_run_clearly_without_personal_data(detran_db, portal, run_sync):
     from sync_pipelines.detran.examiners import save_examiner
 
-    save_examiner(detran_db, DOCTOR.usuario_id, password="not-the-password")
+    save_examiner(detran_db, DOCTOR.usuario_id, password="not-the-password", env=os.environ)
     result = run_sync()
     assert result.status == "failed" and "WrongCredentials" in result.error
     assert portal.password_posts == {DOCTOR.cpf: 1}

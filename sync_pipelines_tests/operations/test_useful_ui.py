@@ -60,11 +60,15 @@ def test_operator_checks_ran_in_the_demo_and_report_counts(demo_sandbox):
         for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
             data = entry.dagster_event.event_specific_data
             evaluations[(data.asset_key.to_user_string(), data.check_name)] = data
-    export_errors = evaluations[("gestao_scouter/leads_export", "no_export_errors_last_24h")]
+    export_errors = evaluations[("gestao_scouter/export_errors", "no_export_errors_last_24h")]
     # the sandbox seeds leads PostgREST refuses: the check warns and counts them
     assert not export_errors.passed
     assert export_errors.metadata["errors_last_24h"].value >= 1
-    duplicates = evaluations[("tiny/service_orders_incremental", "no_duplicate_order_numbers")]
+    by_status = export_errors.metadata["by_status"].records
+    assert (
+        sum(r.data["errors"] for r in by_status) == export_errors.metadata["errors_last_24h"].value
+    )
+    duplicates = evaluations[("tiny/ordens_servico", "no_duplicate_order_numbers")]
     assert duplicates.passed and duplicates.metadata["orders"].value > 0
 
 

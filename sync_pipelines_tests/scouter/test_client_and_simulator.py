@@ -112,3 +112,12 @@ def test_changed_leads_pages_with_a_keyset_on_updated_at_and_id(client):
     assert [r["id"] for r in first] == [1, 2]
     after = (first[-1]["updated_at"], first[-1]["id"])
     assert [r["id"] for r in client.changed_leads(after, limit=10)] == [3, 4, 5]
+
+
+def test_row_count_reads_the_exact_total_and_says_unknown_without_it(client, sim):
+    assert client.row_count() == 0
+    client.upsert_leads([lead(i) for i in range(1, 8)])
+    assert client.row_count() == 7
+    # a proxy that strips Content-Range: the count is unknown, not 0
+    sim.paging_headers = False
+    assert client.row_count() is None

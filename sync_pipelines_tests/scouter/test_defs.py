@@ -10,6 +10,7 @@ import random
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
+from sync_pipelines.catalog import SCOUTER_EXPORT_ERRORS, SCOUTER_LEADS
 from sync_pipelines.definitions import build_defs
 from sync_pipelines.resources import DatabaseResource
 from sync_pipelines.sandbox.postgrest_sim import SANDBOX_SERVICE_KEY
@@ -78,10 +79,22 @@ def test_a_day_run_exports_reports_and_leaks_no_key_nor_personal_data(env, sim, 
     leads = seed_day(env, DAY, 120, bad={5: "time"})
     result = _run(instance, DAY)
     assert result.success
-    [mat] = result.asset_materializations_for_node("gestao_scouter__leads_export")
+    [mat] = [
+        m
+        for m in result.asset_materializations_for_node("gestao_scouter__leads_export")
+        if m.asset_key.path[-1] == "leads_export"
+    ]
     assert mat.metadata["leads_exported"].value == 119
     assert mat.metadata["leads_failed"].value == 1
     assert mat.metadata["job_status"].value == "completed"
+    # the leads table's row count, read from Gestão Scouter after the export
+    [table] = [m for m in result.get_asset_materialization_events() if m.asset_key == SCOUTER_LEADS]
+    assert table.materialization.metadata["dagster/row_count"].value == len(dest_rows(sim))
+    # the check on the error log ran in the same job, after the export
+    [errors] = [
+        c for c in result.get_asset_check_evaluations() if c.asset_key == SCOUTER_EXPORT_ERRORS
+    ]
+    assert not errors.passed and errors.metadata["errors_last_24h"].value == 1
     text = _event_text(instance, result.run_id)
     assert "leads_exported" in text and "leads_failed" in text  # the scan sees the metadata
     assert SANDBOX_SERVICE_KEY not in text

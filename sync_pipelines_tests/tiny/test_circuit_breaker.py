@@ -80,12 +80,16 @@ def test_breaker_counts_only_consecutive_transient_failures():
         breaker.failed(transient)
 
 
-def test_threshold_comes_from_the_environment(monkeypatch):
+def test_threshold_is_the_resources_field_set_from_its_variable(monkeypatch):
+    from sync_pipelines.tiny.defs import TinyApiResource
+
+    assert CircuitBreaker().threshold == 5
     monkeypatch.setenv("TINY_CIRCUIT_BREAKER_FAILURES", "7")
-    assert CircuitBreaker().threshold == 7
-    monkeypatch.setenv("TINY_CIRCUIT_BREAKER_FAILURES", "zero")
+    resource = TinyApiResource.from_env_vars()
+    ready = resource.process_config_and_initialize()
+    assert ready.breaker().threshold == 7
     with pytest.raises(ValueError, match="TINY_CIRCUIT_BREAKER_FAILURES"):
-        CircuitBreaker()
+        CircuitBreaker(0)
 
 
 def test_outage_mid_month_stops_after_n_failed_calls_and_rerun_completes_without_duplicates(

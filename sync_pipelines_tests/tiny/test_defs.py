@@ -123,7 +123,6 @@ def test_incremental_retries_and_integrity_run_as_one_job(project):
         assert sorted(by_status) == list(range(8))
         assert sum(row["table"] for row in by_status.values()) == report["db_total"].value
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks["no_failures_awaiting_manual_review"] is True
         assert "api_and_table_agree" in checks
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from sync_pipelines.tiny.reparse import reparse_month
 from sync_pipelines.tiny.sync import retry_failures, sync_month
 
 from ..row_versions import run_ids_and_versions as versions
@@ -70,3 +71,22 @@ def test_import_failures_name_the_run_that_recorded_or_resolved_them(sim, tiny_d
     retry_failures(client, tiny_db, run_id="run-r")
     assert tuple(failure()) == (1, True, "run-r")
     assert versions(tiny_db, "ordens_servico", "id")[broken][0] == "run-r"
+
+
+def test_reparse_stamps_only_the_orders_whose_derived_values_it_changes(sim, tiny_db, client):
+    sim.add_orders(30, month=MONTH, situacao="0")
+    sync_month(client, tiny_db, MONTH_START, run_id="run-a")
+    loaded = versions(tiny_db, "ordens_servico", "id")
+    reparse_month(tiny_db, MONTH_START, run_id="run-r1")  # same parser: nothing to change
+    assert versions(tiny_db, "ordens_servico", "id") == loaded
+    drifted = sorted(loaded)[3]
+    with tiny_db.begin() as conn:  # a derived column no longer what the raw JSON says
+        conn.execute(
+            sa.text("UPDATE ordens_servico SET total_pecas = -1 WHERE id = :i"), {"i": drifted}
+        )
+    reparse_month(tiny_db, MONTH_START, run_id="run-r2")
+    after = versions(tiny_db, "ordens_servico", "id")
+    assert after[drifted][0] == "run-r2"
+    assert {i: v for i, v in after.items() if i != drifted} == {
+        i: v for i, v in loaded.items() if i != drifted
+    }

@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetSelection,
     Config,
     Failure,
@@ -20,11 +21,13 @@ from dagster import (
 )
 from pydantic import Field
 
+from ...catalog import NO_EXPORT_ERRORS_LAST_24H, SCOUTER_LEADS
 from ...lib.alerts import AlertRecord, AlertState, announce
 from ...lib.db import Database
 from ...provenance import run_rows_metadata
 from ...resources import DatabaseResource, TelegramResource
 from .. import jobs as export_jobs
+from ..client import HttpError, PostgrestError
 from ..export import ExportAborted, export_day
 from ..schema import check_connection, compare_schemas
 from ..source import source_columns
@@ -110,6 +113,25 @@ def schema_validation(
     )
 
 
+def _report_leads_count(context: AssetExecutionContext, client) -> None:
+    """The leads table's row count after the export, on its catalog asset (not partitioned)."""
+    try:
+        count = client.row_count()
+    except (PostgrestError, HttpError) as exc:
+        context.log.warning(
+            f"Gestão Scouter leads: row count unavailable ({exc.__class__.__name__})"
+        )
+        return
+    if count is None:
+        context.log.info("Gestão Scouter leads: the reply carried no count (Content-Range)")
+        return
+    context.log_event(
+        AssetMaterialization(
+            SCOUTER_LEADS, metadata={"dagster/row_count": MetadataValue.int(count)}
+        )
+    )
+
+
 @asset(
     key=EXPORT_KEY,
     group_name=GROUP,
@@ -166,6 +188,7 @@ def leads_export(
             )  # fmt: skip
         except ExportAborted as exc:
             raise Failure(f"export job {job_row.id}, {day}: {exc}") from None
+        _report_leads_count(context, client)
         stats = client.stats
     after = export_jobs.get_job(db, job_row.id)
     if result.paused:
@@ -195,12 +218,6 @@ def leads_export(
             f"re-reads it from {result.next_pass_at:%Y-%m-%d %H:%M} on"
         )
     )
-    preview = (
-        "| job | day | status | read | exported | errors | skipped | requests |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|\n"
-        f"| {job_row.id} | {day} | {after.status} | {result.read} | {result.exported} | "
-        f"{result.errors} | {result.skipped} | {result.requests} |"
-    )
     return MaterializeResult(
         metadata={
             "export_job_id": MetadataValue.int(job_row.id),
@@ -217,7 +234,6 @@ def leads_export(
                 result.next_pass_at.isoformat() if result.next_pass_at else "-"
             ),
             "duration_s": MetadataValue.float(round(result.seconds, 3)),
-            "summary": MetadataValue.md(preview),
         }
         # What this run wrote locally: its refused leads (the exported ones live in Gestão
         # Scouter, whose schema is not ours: sync_source = 'tabuladormax' marks them there).
@@ -308,7 +324,9 @@ gestao_scouter_export = define_asset_job(
     "gestao_scouter_export",
     # The stuck-jobs check runs on its own (its sensor in automation.py), not in every day's
     # export run.
-    selection=AssetSelection.assets(SCHEMA_KEY, EXPORT_KEY)
-    - AssetSelection.checks(no_stuck_export_jobs),
+    selection=(
+        AssetSelection.assets(SCHEMA_KEY, EXPORT_KEY) - AssetSelection.checks(no_stuck_export_jobs)
+    )
+    | AssetSelection.checks(NO_EXPORT_ERRORS_LAST_24H),
     description="Schema validation (blocking), then the day's export. One run per day.",
 )
