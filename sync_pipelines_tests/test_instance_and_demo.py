@@ -112,13 +112,112 @@ def _run_demo(env_updates: dict[str, str], sandbox_dir: Path) -> subprocess.Comp
     )
 
 
-def test_demo_runs_against_a_configured_database(project_db, tmp_path):
-    result = _run_demo({"SYNC_DATABASE_URL": project_db}, tmp_path / "sandbox")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+@pytest.fixture(scope="module")
+def demo_on_a_server(pg_url, tmp_path_factory):
+    """One demo against a scratch database on the test server, shared by the tests that
+    look at what it left (a demo takes a minute)."""
+    sandbox_dir = tmp_path_factory.mktemp("demo") / "sandbox"
+    with scratch_database(pg_url) as url:
+        result = _run_demo({"SYNC_DATABASE_URL": url}, sandbox_dir)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        yield url, sandbox_dir, result
+
+
+def test_demo_runs_against_a_configured_database(demo_on_a_server):
+    _, sandbox_dir, result = demo_on_a_server
     assert "rows per table:" in result.stdout
     assert "0 failed" in result.stdout
-    env_file = (tmp_path / "sandbox" / "env").read_text()
+    env_file = (sandbox_dir / "env").read_text()
     assert "export SYNC_DATABASE_URL=" in env_file and "export DAGSTER_HOME=" in env_file
+
+
+def _stamped_rows(url: str) -> dict[str, dict[tuple, tuple[str | None, str]]]:
+    """Every table with a ``sync_run_id`` column: primary key -> (run id, row version)."""
+    engine = sa.create_engine(normalize_url(url))
+    found: dict[str, dict[tuple, tuple[str | None, str]]] = {}
+    try:
+        with engine.connect() as conn:
+            tables = conn.execute(
+                sa.text(
+                    "SELECT table_schema, table_name FROM information_schema.columns "
+                    "WHERE column_name = 'sync_run_id' AND table_schema <> 'public'"
+                )
+            ).all()
+            for schema, table in tables:
+                name = f'"{schema}"."{table}"'
+                key = conn.execute(
+                    sa.text(
+                        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON "
+                        "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                        "WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary"
+                    ),
+                    {"t": name},
+                ).scalars()
+                rows = conn.execute(
+                    sa.text(f"SELECT {', '.join(key)}, sync_run_id, xmin::text FROM {name}")
+                )
+                found[f"{schema}.{table}"] = {tuple(r[:-2]): (r[-2], r[-1]) for r in rows}
+    finally:
+        engine.dispose()
+    return found
+
+
+# What the sandbox's syncs write; a table missing here would be a table nobody checks.
+STAMPED_TABLES = {
+    "tiny.ordens_servico",
+    "tiny.ordem_status_history",
+    "tiny.import_failures",
+    "detran.agenda_slots",
+    "detran.agenda_sync_runs",
+    "hubsoft.support_tickets",
+    "hubsoft.hubsoft_protocol_map",
+    "hubsoft.hubsoft_sync_runs",
+    "tabuladormax.gestao_scouter_export_errors",
+}
+
+
+def test_every_row_the_demo_wrote_names_a_run_of_the_instance_and_a_rerun_keeps_them(
+    demo_on_a_server, monkeypatch
+):
+    url, sandbox_dir, _ = demo_on_a_server
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+    first = _stamped_rows(url)
+    assert set(first) == STAMPED_TABLES  # TabuladorMax's leads came after the migration
+    for table in STAMPED_TABLES:
+        assert first[table], f"the demo wrote no row into {table}"
+        # Every row of these tables in the sandbox was written by a sync run.
+        unstamped = [key for key, (run, _) in first[table].items() if run is None]
+        assert unstamped == [], f"{table}: rows without a run id: {unstamped[:5]}"
+    with DagsterInstance.from_config(str(sandbox_dir / "dagster_home")) as instance:
+        run_ids = {run for rows in first.values() for run, _ in rows.values()}
+        runs = {run_id: instance.get_run_by_id(run_id) for run_id in run_ids}
+        assert [r for r, run in runs.items() if run is None] == []
+        assert {run.status.value for run in runs.values()} == {"SUCCESS"}
+
+        # The same demo again: the sandbox's data is the same, so what the syncs find is
+        # what they wrote, and the rows (row versions included) keep their run ids.
+        earlier_runs = {run.run_id for run in instance.get_runs()}
+        again = _run_demo({"SYNC_DATABASE_URL": url}, sandbox_dir)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        second = _stamped_rows(url)
+        for table in (
+            "tiny.ordens_servico",
+            "tiny.ordem_status_history",
+            "detran.agenda_slots",
+            "hubsoft.hubsoft_protocol_map",
+        ):
+            assert second[table] == first[table], f"{table} was rewritten by a no-change run"
+        # The status sync records each check in synced_at (a rewrite), not in the run id.
+        assert {k: run for k, (run, _) in second["hubsoft.support_tickets"].items()} == {
+            k: run for k, (run, _) in first["hubsoft.support_tickets"].items()
+        }
+        # What the second demo did write (run logs, refused leads of its new export job,
+        # failed imports attempted again) names one of its own runs.
+        for table in STAMPED_TABLES - {"hubsoft.support_tickets"}:
+            for key, (run, version) in second[table].items():
+                if first[table].get(key, (None, None))[1] != version:
+                    assert run is not None and run not in earlier_runs, (table, key)
+                    assert instance.get_run_by_id(run) is not None, (table, key)
 
 
 def test_demo_starts_an_embedded_postgres_when_no_database_is_set(tmp_path):

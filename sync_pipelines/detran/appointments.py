@@ -47,9 +47,12 @@ class AppointmentsResult:
     kept_local_edits: int = 0  # corrected fields left as the clinic edited them
 
 
-def create_appointments(db: Database, usuario_id: int, day: dt.date) -> AppointmentsResult:
+def create_appointments(
+    db: Database, usuario_id: int, day: dt.date, run_id: str | None = None
+) -> AppointmentsResult:
+    """``run_id`` (the Dagster run) goes on every slot linked or corrected (``sync_run_id``)."""
     result = AppointmentsResult()
-    key = {"s": SOURCE, "u": usuario_id, "d": day}
+    key = {"s": SOURCE, "u": usuario_id, "d": day, "run": run_id}
     current = (
         "s.source = :s AND s.usuario_id = :u AND s.data = :d AND s.is_current"
         " AND s.status = 'available'"
@@ -62,7 +65,8 @@ def create_appointments(db: Database, usuario_id: int, day: dt.date) -> Appointm
         )
         result.linked_existing = conn.execute(
             sa.text(
-                f"UPDATE agenda_slots s SET agendamento_id = a.id FROM agendamentos a"
+                f"UPDATE agenda_slots s SET agendamento_id = a.id, sync_run_id = :run"
+                f" FROM agendamentos a"
                 f" WHERE {current} AND s.agendamento_id IS NULL AND a.usuario_id = s.usuario_id"
                 f" AND a.data = s.data AND a.hora = s.hora"
                 f" AND {_CPF_DIGITS.format('a.cpf')} = {slot_cpf} AND {slot_cpf} <> ''"
@@ -85,7 +89,7 @@ def create_appointments(db: Database, usuario_id: int, day: dt.date) -> Appointm
                 f"  SELECT usuario_id, nome, cpf, telefone, email, data, hora, tipo_exame,"
                 f"    'DETRAN', 'agendado' FROM candidates"
                 f"  RETURNING id, usuario_id, data, hora, {_CPF_DIGITS.format('cpf')} AS cpf)"
-                f" UPDATE agenda_slots s SET agendamento_id = c.id,"
+                f" UPDATE agenda_slots s SET agendamento_id = c.id, sync_run_id = :run,"
                 f"   agendamento_synced = {_SLOT_VALUES} FROM created c"
                 f" WHERE {current} AND s.agendamento_id IS NULL AND s.usuario_id = c.usuario_id"
                 f" AND s.data = c.data AND s.hora = c.hora AND {slot_cpf} = c.cpf"
@@ -148,7 +152,8 @@ def _apply_corrections(conn, current: str, key: dict) -> list:
             f"  UPDATE agendamentos a SET {sets} FROM linked c"
             f"  WHERE a.id = c.agendamento_id AND c.old IS DISTINCT FROM c.new"
             f"  RETURNING c.slot_id, c.new, {took} AS took, {kept} AS kept)"
-            f" UPDATE agenda_slots s SET agendamento_synced = c.new FROM corrected c"
+            f" UPDATE agenda_slots s SET agendamento_synced = c.new, sync_run_id = :run"
+            f" FROM corrected c"
             f" WHERE s.id = c.slot_id RETURNING c.took, c.kept"
         ),
         key,

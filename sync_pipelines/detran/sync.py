@@ -94,6 +94,9 @@ class SyncOptions:
     # The key that decrypts stored passwords (DETRAN_CREDENTIALS_KEY), handed over by the
     # caller; None: examiners.py reads it from the process environment (the CLI's case).
     credentials_key: str | None = None
+    # The Dagster run, written on every slot it changes and on its run-log row (sync_run_id);
+    # None outside Dagster (the CLI).
+    run_id: str | None = None
 
 
 @dataclass
@@ -237,10 +240,11 @@ class _Run:
             return conn.execute(
                 sa.text(
                     "INSERT INTO agenda_sync_runs (source, usuario_id, window_start, window_end,"
-                    " status, totals, started_at) VALUES (:s, :u, :ws, :we, 'running',"
-                    " CAST(:t AS jsonb), now()) RETURNING id"
+                    " status, totals, started_at, sync_run_id) VALUES (:s, :u, :ws, :we,"
+                    " 'running', CAST(:t AS jsonb), now(), :run) RETURNING id"
                 ),
                 {
+                    "run": self.options.run_id,
                     "s": SOURCE,
                     "u": self.examiner.usuario_id,
                     "ws": self.days[0],
@@ -478,6 +482,7 @@ class _Run:
                 ["source", "external_uid"],
                 columns=SLOT_COLUMNS,
                 update_columns=UPDATE_COLUMNS,
+                stamp={"sync_run_id": self.options.run_id},
             )
             previous_read = conn.execute(
                 sa.text(
@@ -494,12 +499,12 @@ class _Run:
                 else conn.execute(
                     sa.text(
                         "UPDATE agenda_slots SET status = 'removed', is_current = FALSE,"
-                        " last_seen_at = GREATEST(COALESCE(last_seen_at, first_seen_at),"
+                        " sync_run_id = :run, last_seen_at = GREATEST(COALESCE(last_seen_at, first_seen_at),"
                         " COALESCE(CAST(:prev AS timestamptz), last_seen_at))"
                         " WHERE source = :s AND usuario_id = :u AND data = :d AND is_current"
                         " AND NOT (external_uid = ANY(CAST(:uids AS text[])))"
                     ),
-                    {**key, "prev": previous_read, "uids": uids},
+                    {**key, "prev": previous_read, "uids": uids, "run": self.options.run_id},
                 ).rowcount
             )
             touched = conn.execute(

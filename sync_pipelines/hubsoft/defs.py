@@ -54,6 +54,7 @@ from pydantic import Field
 
 from ..catalog import NO_FAILED_TICKETS, SUPPORT_TICKETS, table_materializations
 from ..lib.alerts import EVERY_ADMIN, AlertState
+from ..provenance import run_rows_metadata
 from ..resources import DatabaseResource, TelegramResource, env_or
 from .client import (
     HubSoftClient,
@@ -83,6 +84,8 @@ DISABLED = (
 )
 RECOVERY_KEY = AssetKey(["hubsoft", "offline_ticket_recovery"])
 STATUS_KEY = AssetKey(["hubsoft", "ticket_status_sync"])
+# The tables whose rows carry the run that last changed them (sync_run_id).
+HUBSOFT_TABLES = ("support_tickets", "hubsoft_protocol_map", "hubsoft_sync_runs")
 # A health verdict older than this no longer stops the schedules: the run checks itself.
 STALE_HEALTH = dt.timedelta(minutes=15)
 # The outage alert in the control database's alert_state: raised = offline, resolved = back.
@@ -221,7 +224,16 @@ def hubsoft_ticket_sync(
             now = dt.datetime.now(dt.UTC)
             for key in sorted(wanted, key=str):
                 kind = "recovery" if key == RECOVERY_KEY else "status"
-                record_run(db, kind, now, "skipped", 0, 0, f"HubSoft offline: {check.error}")
+                record_run(
+                    db,
+                    kind,
+                    now,
+                    "skipped",
+                    0,
+                    0,
+                    f"HubSoft offline: {check.error}",
+                    context.run_id,
+                )
             context.log.warning(
                 f"HubSoft is offline ({check.error}); nothing synced. Offline tickets stay "
                 "pending and are recovered when it is back (the health sensor starts recovery)."
@@ -251,7 +263,7 @@ def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> 
                 f"recovery: {done}/{total} tickets, {result.synced} synced, {result.failed} failed"
             )
 
-    result = recover_offline_tickets(client, db, on_ticket=progress)
+    result = recover_offline_tickets(client, db, on_ticket=progress, run_id=context.run_id)
     if result.skipped_reason:
         context.log.warning(f"recovery skipped: {result.skipped_reason}")
     metadata = _numeric(result.metadata())
@@ -268,11 +280,12 @@ def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> 
         f"recovery: {result.created} created, {result.adopted} adopted, {result.failed} failed "
         f"of {result.candidates} candidates"
     )
+    metadata |= run_rows_metadata(db, context.run_id, HUBSOFT_TABLES)
     return MaterializeResult(asset_key=RECOVERY_KEY, metadata=metadata)
 
 
 def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
-    result = sync_statuses(client, db)
+    result = sync_statuses(client, db, run_id=context.run_id)
     metadata = _numeric(result.metadata())
     if result.changes:
         metadata["changes"] = _table(("ticket", "before", "now"), result.changes[:50])
@@ -281,6 +294,7 @@ def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
     context.log.info(
         f"status sync: {result.checked} active tickets checked, {result.changed} changed"
     )
+    metadata |= run_rows_metadata(db, context.run_id, HUBSOFT_TABLES)
     return MaterializeResult(asset_key=STATUS_KEY, metadata=metadata)
 
 

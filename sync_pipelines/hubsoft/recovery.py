@@ -144,10 +144,13 @@ def _is_ours(ticket: dict[str, Any], local_protocol: str) -> bool:
 
 
 class _Recovery:
-    def __init__(self, client: HubSoftClient, db: Database, now: dt.datetime) -> None:
+    def __init__(
+        self, client: HubSoftClient, db: Database, now: dt.datetime, run_id: str | None
+    ) -> None:
         self.client = client
         self.db = db
         self.now = now
+        self.run_id = run_id  # the Dagster run, on every ticket it changes (sync_run_id)
         self.result = RecoveryResult()
         self._types: list[dict[str, Any]] | None = None
 
@@ -156,8 +159,8 @@ class _Recovery:
     def _update(self, ticket_id: int, sets: str, **params: Any) -> None:
         with self.db.begin() as conn:
             conn.execute(
-                sa.text(f"UPDATE support_tickets SET {sets} WHERE id = :id"),
-                {"id": ticket_id, **params},
+                sa.text(f"UPDATE support_tickets SET {sets}, sync_run_id = :run WHERE id = :id"),
+                {"id": ticket_id, "run": self.run_id, **params},
             )
 
     def _fail(self, row: Any, reason: str, retry_in: dt.timedelta | None) -> None:
@@ -197,15 +200,23 @@ class _Recovery:
                     "UPDATE support_tickets SET hubsoft_atendimento_id = :hid, "
                     "hubsoft_protocol = :hp, hubsoft_status = coalesce(:hs, hubsoft_status), "
                     "sync_status = 'synced', synced_at = :now, sync_error = NULL, "
-                    "next_sync_at = NULL WHERE id = :id AND hubsoft_atendimento_id IS NULL"
+                    "next_sync_at = NULL, sync_run_id = :run "
+                    "WHERE id = :id AND hubsoft_atendimento_id IS NULL"
                 ),
-                {"hid": hub_id, "hp": hub_protocol, "hs": status, "now": self.now, "id": row.id},
+                {
+                    "hid": hub_id,
+                    "hp": hub_protocol,
+                    "hs": status,
+                    "now": self.now,
+                    "id": row.id,
+                    "run": self.run_id,
+                },
             )
             conn.execute(
                 sa.text(
                     "INSERT INTO hubsoft_protocol_map (local_protocol, hubsoft_protocol, "
-                    "hubsoft_atendimento_id, ticket_id, link_kind, linked_at) "
-                    "VALUES (:lp, :hp, :hid, :tid, :kind, :now) ON CONFLICT DO NOTHING"
+                    "hubsoft_atendimento_id, ticket_id, link_kind, linked_at, sync_run_id) "
+                    "VALUES (:lp, :hp, :hid, :tid, :kind, :now, :run) ON CONFLICT DO NOTHING"
                 ),
                 {
                     "lp": row.protocol,
@@ -214,6 +225,7 @@ class _Recovery:
                     "tid": row.id,
                     "kind": kind,
                     "now": self.now,
+                    "run": self.run_id,
                 },
             )
 
@@ -407,14 +419,16 @@ def record_run(
     synced: int,
     failed: int,
     detail: str,
+    run_id: str | None = None,
 ) -> None:
     with db.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO hubsoft_sync_runs (kind, started_at, finished_at, outcome, synced, "
-                "failed, detail) VALUES (:k, :s, now(), :o, :sy, :f, :d)"
+                "failed, detail, sync_run_id) VALUES (:k, :s, now(), :o, :sy, :f, :d, :run)"
             ),
             {
+                "run": run_id,
                 "k": kind,
                 "s": started,
                 "o": outcome,
@@ -432,15 +446,17 @@ def recover_offline_tickets(
     now: dt.datetime | None = None,
     limit: int = 500,
     on_ticket=None,
+    run_id: str | None = None,
 ) -> RecoveryResult:
-    """Open in HubSoft every local ticket still without a HubSoft id (see module docstring)."""
+    """Open in HubSoft every local ticket still without a HubSoft id (see module docstring).
+    ``run_id`` (the Dagster run) goes on every ticket and link it writes (``sync_run_id``)."""
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
     try:
         lock = AdvisoryLock(db, LOCK_NAME, holder_hint="(another ticket recovery)").acquire()
     except LockNotAvailable as exc:
         return RecoveryResult(skipped_reason=str(exc))
-    work = _Recovery(client, db, now)
+    work = _Recovery(client, db, now, run_id)
     result = work.result
     try:
         with db.connect() as conn:
@@ -479,6 +495,13 @@ def recover_offline_tickets(
         lock.release()
         result.duration_s = time.monotonic() - started
     record_run(
-        db, "recovery", now, result.outcome, result.synced, result.failed, result.stopped_reason
+        db,
+        "recovery",
+        now,
+        result.outcome,
+        result.synced,
+        result.failed,
+        result.stopped_reason,
+        run_id,
     )
     return result

@@ -87,7 +87,10 @@ def sync_statuses(
     now: dt.datetime | None = None,
     limit: int = 1000,
     recheck_closed: dt.timedelta = RECHECK_CLOSED,
+    run_id: str | None = None,
 ) -> StatusSyncResult:
+    """HubSoft's status onto the linked tickets; ``run_id`` (the Dagster run) goes on each
+    ticket whose status it changes (``sync_run_id``), not on one it only checked again."""
     started = time.monotonic()
     # "now" comes from Python, never PostgreSQL's now(): it decides the re-check window.
     now = now or dt.datetime.now(dt.UTC)
@@ -126,7 +129,7 @@ def sync_statuses(
                             "status": status, "hs": text})  # fmt: skip
     except HubSoftUnavailable as exc:
         result.stopped_reason = f"HubSoft unavailable: {exc}"
-    applied = _write(db, updates, now)
+    applied = _write(db, updates, now, run_id)
     for update in updates:
         if update["id"] not in applied:
             result.conflicts += 1
@@ -139,11 +142,15 @@ def sync_statuses(
             result.reopened += old == CLOSED
     result.duration_s = time.monotonic() - started
     detail = result.stopped_reason or "; ".join(f"{p}: {e}" for p, e in result.errors[:5])
-    record_run(db, "status", now, result.outcome, result.checked, len(result.errors), detail)
+    record_run(
+        db, "status", now, result.outcome, result.checked, len(result.errors), detail, run_id
+    )
     return result
 
 
-def _write(db: Database, updates: list[dict[str, Any]], now: dt.datetime) -> set[int]:
+def _write(
+    db: Database, updates: list[dict[str, Any]], now: dt.datetime, run_id: str | None
+) -> set[int]:
     """Apply the statuses read, each only where the local status is still the one read
     (the bot may have changed it meanwhile); return the ids written."""
     if not updates:
@@ -153,12 +160,14 @@ def _write(db: Database, updates: list[dict[str, Any]], now: dt.datetime) -> set
         written = conn.execute(
             sa.text(
                 "UPDATE support_tickets t SET status = v.status, hubsoft_status = v.hs, "
+                "sync_run_id = CASE WHEN (t.status, t.hubsoft_status) IS DISTINCT FROM "
+                "(v.status, v.hs) THEN :run ELSE t.sync_run_id END, "
                 "synced_at = :now, closed_at = CASE WHEN v.status <> :closed THEN NULL "
                 "WHEN v.old = :closed THEN coalesce(t.closed_at, :now) ELSE :now END "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
                 "AS v(id bigint, old text, status text, hs text) "
                 "WHERE t.id = v.id AND t.status = v.old RETURNING t.id"
             ),
-            {"rows": json.dumps(rows), "now": now, "closed": CLOSED},
+            {"rows": json.dumps(rows), "now": now, "closed": CLOSED, "run": run_id},
         ).scalars()
         return set(written)

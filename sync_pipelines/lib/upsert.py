@@ -11,6 +11,10 @@ its "Records: N Duplicates: D" summary of each statement give the three numbers.
 Rows are mappings of column -> value. dict/list values are stored as JSON. Two rows with the
 same key in one call are collapsed to the last one (the newest version, e.g. an order that
 moved between two list pages) and counted as ``duplicates_in_input``.
+
+``stamp`` (PostgreSQL): columns set to one value on every row inserted or really updated, and
+left out of the comparison, e.g. ``{"sync_run_id": run_id}``: a rerun that changes nothing
+leaves the rows, and the run id they carry, as they were.
 """
 
 from __future__ import annotations
@@ -196,26 +200,34 @@ def _pg_upsert(
     columns: Sequence[str],
     key_columns: Sequence[str],
     update_columns: Sequence[str],
+    stamp: Mapping[str, object],
 ) -> tuple[int, int]:
     target = ".".join(quote_ident(p) for p in table.split(".")) if '"' not in table else table
     staging = quote_ident(f"_stage_{uuid.uuid4().hex[:12]}")
-    cols = ", ".join(quote_ident(c) for c in columns)
+    cols = ", ".join(quote_ident(c) for c in [*columns, *stamp])
     keys = ", ".join(quote_ident(c) for c in key_columns)
     # LIKE copies column types, so COPY parses values exactly as the target would.
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE {staging} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP"
     )
+    for name, value in stamp.items():
+        # COPY leaves the stamp columns out, so every staged row takes this default.
+        conn.exec_driver_sql(
+            f"ALTER TABLE {staging} ALTER COLUMN {quote_ident(name)} SET DEFAULT %(v)s",
+            {"v": value},
+        )
     copy_into(conn, staging, rows, columns)
     match = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in key_columns)
     if update_columns:
-        sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in update_columns)
+        written = [*update_columns, *stamp]  # the stamp is written, never compared
+        sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in written)
         old = ", ".join(f"t.{quote_ident(c)}" for c in update_columns)
         new = ", ".join(f"EXCLUDED.{quote_ident(c)}" for c in update_columns)
         # ROW(...) keeps a single column comparable as a row too.
         conflict = f"DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
         # Changed rows are updated by a join first: ON CONFLICT DO UPDATE would lock (and so
         # write) every existing row, even the unchanged ones its WHERE then skips.
-        changed = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in update_columns)
+        changed = ", ".join(f"{quote_ident(c)} = s.{quote_ident(c)}" for c in written)
         stage_new = ", ".join(f"s.{quote_ident(c)}" for c in update_columns)
         update_cte = (
             f"updated AS (UPDATE {target} AS t SET {changed} FROM {staging} AS s "
@@ -407,19 +419,27 @@ def bulk_upsert(
     columns: Sequence[str] | None = None,
     update_columns: Sequence[str] | None = None,
     batch_size: int = 1000,
+    stamp: Mapping[str, object] | None = None,
 ) -> UpsertResult:
     """Insert new rows and update changed ones of ``table`` inside the caller's transaction.
 
     ``table`` is a plain or ``schema.table`` name (quoted here). ``columns`` defaults to the
     union of the rows' keys; ``update_columns`` defaults to every non-key column. Columns a
-    row lacks are written as NULL. Nothing is committed here: the caller's transaction
-    decides, so data and checkpoints can commit together.
+    row lacks are written as NULL. ``stamp`` (PostgreSQL only) maps columns to one value
+    written on every inserted or really updated row and never compared (see the module
+    docstring); a stamp column must not be among the rows' columns. Nothing is committed
+    here: the caller's transaction decides, so data and checkpoints can commit together.
     """
+    stamp = dict(stamp or {})
     unique_rows, duplicates = _dedupe(rows, key_columns)
     result = UpsertResult(duplicates_in_input=duplicates)
     if not unique_rows:
         return result
     cols = _resolve_columns(unique_rows, columns)
+    if stamp:
+        clash = sorted(set(stamp) & {*cols, *key_columns, *(update_columns or ())})
+        if clash:
+            raise ValueError(f"stamp columns {clash} are also upserted columns of {table}")
     missing_keys = [k for k in key_columns if k not in cols]
     if missing_keys:
         raise ValueError(f"key columns {missing_keys} are not among the upserted columns")
@@ -429,9 +449,13 @@ def bulk_upsert(
         else [c for c in cols if c not in key_columns]
     )
     dialect = conn.dialect.name
+    if stamp and dialect != "postgresql":
+        raise NotImplementedError(f"bulk_upsert stamps columns on PostgreSQL only, not {dialect}")
     try:
         if dialect == "postgresql":
-            inserted, updated = _pg_upsert(conn, table, unique_rows, cols, key_columns, updates)
+            inserted, updated = _pg_upsert(
+                conn, table, unique_rows, cols, key_columns, updates, stamp
+            )
         elif dialect in ("mysql", "mariadb"):
             inserted, updated = _mysql_upsert(
                 conn, table, unique_rows, cols, key_columns, updates, batch_size

@@ -149,6 +149,7 @@ def _record_batch(
     exported: int,
     skipped: int,
     failures: list[LeadFailure],
+    run_id: str | None,
 ) -> None:
     with db.begin() as conn:
         replaced = 0
@@ -167,11 +168,11 @@ def _record_batch(
             conn.execute(
                 sa.text(
                     f"INSERT INTO {db.table(ERRORS)} (job_id, lead_id, error_message, error_details, "
-                    "response_status, response_body, lead_snapshot, fields_sent, export_date) VALUES "
-                    "(:job, :lead, :msg, CAST(:details AS jsonb), :status, :body, "
-                    "CAST(:snapshot AS jsonb), CAST(:fields AS jsonb), :day)"
+                    "response_status, response_body, lead_snapshot, fields_sent, export_date, "
+                    "sync_run_id) VALUES (:job, :lead, :msg, CAST(:details AS jsonb), :status, "
+                    ":body, CAST(:snapshot AS jsonb), CAST(:fields AS jsonb), :day, :run)"
                 ),
-                [_error_row(job, day, f) for f in failures],
+                [{**_error_row(job, day, f), "run": run_id} for f in failures],
             )
         conn.execute(
             sa.text(
@@ -316,7 +317,7 @@ def export_day(
                 ok, failures = send_isolating(client, to_send, payloads, counter)
                 last = Keyset(batch[-1]["updated_at"], batch[-1]["id"])
                 skipped = len(batch) - len(to_send)
-                _record_batch(db, job, day, last, ok, skipped, failures)
+                _record_batch(db, job, day, last, ok, skipped, failures, run_id)
                 result.read += len(batch)
                 result.exported += ok
                 result.errors += len(failures)

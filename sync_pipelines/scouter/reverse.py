@@ -31,6 +31,7 @@ from .mapping import EXPORT_MARKER, FieldMapping
 from .source import LEADS_TABLE, source_columns
 
 STATE = "gestao_scouter_reverse_sync_state"
+RUN_ID_COLUMN = "sync_run_id"  # the Dagster run that last wrote a lead, where leads has it
 STATE_NAME = "leads"
 _TRUE = {"true", "t", "1", "sim", "s", "yes"}
 _FALSE = {"false", "f", "0", "nao", "não", "n", "no"}
@@ -81,9 +82,13 @@ def reverse_sync(
     *,
     page_size: int = 500,
     max_pages: int = 20,
+    run_id: str | None = None,
 ) -> ReverseResult:
-    """Pull changed leads after the cursor, page by page; returns counts."""
+    """Pull changed leads after the cursor, page by page; returns counts. ``run_id`` (the
+    Dagster run) goes on each lead written, where TabuladorMax's ``leads`` has the
+    ``sync_run_id`` column (sql/tabuladormax/0003 adds it where the table already exists)."""
     available = source_columns(db)
+    stamp = {RUN_ID_COLUMN: run_id} if RUN_ID_COLUMN in available else None
     # Only one-to-one mappings can be reversed (telefone is built from three columns).
     reverse = {
         dest: sources[0]
@@ -132,7 +137,7 @@ def reverse_sync(
                 }
                 newer.append(lead)
             if newer:
-                bulk_upsert(conn, table, newer, ["id"])
+                bulk_upsert(conn, table, newer, ["id"], stamp=stamp)
                 result.written += len(newer)
             last = rows[-1]
             conn.execute(

@@ -59,6 +59,7 @@ from ..catalog import (
 from ..lib.alerts import AlertState, announce
 from ..lib.crypto import CREDENTIALS_KEY_VAR
 from ..lib.db import Database
+from ..provenance import run_rows_metadata
 from ..resources import DatabaseResource, TelegramResource, env_or
 from .breaker import DEFAULT_THRESHOLD, THRESHOLD_VAR, CircuitBreaker, CircuitOpen
 from .client import (
@@ -85,6 +86,7 @@ STATUS_NAMES = {
     4: "Não Aprovada", 5: "Aprovada", 6: "Em Andamento", 7: "Cancelada",
 }  # fmt: skip
 
+TINY_TABLES = ("ordens_servico", "ordem_status_history", "import_failures")
 monthly = MonthlyPartitionsDefinition(start_date="2014-01-01", timezone=TZ, end_offset=1)
 
 
@@ -261,12 +263,14 @@ def _status_table(db: Database) -> TableMetadataValue:
     )
 
 
-def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) -> None:
-    """Row counts of the tables every Tiny asset writes, on their catalog assets."""
+def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) -> dict:
+    """Row counts of the tables every Tiny asset writes, on their catalog assets; returns the
+    asset's provenance metadata (the rows this run wrote and how to list them)."""
     for event in table_materializations(
         tiny_db.db, [TINY_ORDERS, TINY_STATUS_HISTORY, TINY_IMPORT_FAILURES]
     ):
         context.log_event(event)
+    return run_rows_metadata(tiny_db.db, context.run_id, TINY_TABLES)
 
 
 def _numeric(values: dict) -> dict:
@@ -301,9 +305,16 @@ def service_orders_history(
         )
 
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = sync_month(client, tiny_db.db, month, on_page=progress, breaker=tiny_api.breaker())
-    _report_tables(context, tiny_db)
-    return MaterializeResult(metadata=_numeric(result.metadata()))
+        result = sync_month(
+            client,
+            tiny_db.db,
+            month,
+            on_page=progress,
+            breaker=tiny_api.breaker(),
+            run_id=context.run_id,
+        )
+    provenance = _report_tables(context, tiny_db)
+    return MaterializeResult(metadata=_numeric(result.metadata()) | provenance)
 
 
 class IncrementalConfig(Config):
@@ -336,6 +347,7 @@ def service_orders_incremental(
             tiny_db.db,
             window_days=config.window_days or tiny_api.incremental_window_days,
             breaker=tiny_api.breaker(),
+            run_id=context.run_id,
         )
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -343,7 +355,7 @@ def service_orders_incremental(
     )
     metadata = _numeric(result.metadata())
     metadata["orders_by_status"] = _status_table(tiny_db.db)
-    _report_tables(context, tiny_db)
+    metadata |= _report_tables(context, tiny_db)
     return MaterializeResult(metadata=metadata)
 
 
@@ -363,12 +375,14 @@ def import_failure_retries(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        result = retry_failures(client, tiny_db.db, breaker=tiny_api.breaker())
+        result = retry_failures(
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+        )
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
         {f"failures_{k}": v for k, v in counts.items()}
     )
-    _report_tables(context, tiny_db)
+    metadata |= _report_tables(context, tiny_db)
     return MaterializeResult(metadata=metadata)
 
 
@@ -396,7 +410,9 @@ def integrity_report(
     telegram: TelegramResource,
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
-        report = check_integrity(client, tiny_db.db, breaker=tiny_api.breaker())
+        report = check_integrity(
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+        )
     by_status = MetadataValue.table(
         records=[
             TableRecord(
@@ -419,9 +435,10 @@ def integrity_report(
         ),
     )
     agree = report.api_by_status == report.db_by_status
-    _report_tables(context, tiny_db)
+    provenance = _report_tables(context, tiny_db)
     return MaterializeResult(
-        metadata={
+        metadata=provenance
+        | {
             "api_total": MetadataValue.int(report.api_total),
             "db_total": MetadataValue.int(report.db_total),
             "recovered": MetadataValue.int(report.recovered),
@@ -466,7 +483,7 @@ def integrity_report(
 def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> MaterializeResult:
     # Only the database: no Tiny resource, so a reparse needs neither the API nor its token.
     month = dt.date.fromisoformat(context.partition_key)
-    result = reparse_month(tiny_db.db, month)
+    result = reparse_month(tiny_db.db, month, run_id=context.run_id)
     metadata = _numeric(result.metadata())
     metadata["columns_changed"] = MetadataValue.json(result.columns_changed)
     if result.unreadable:
@@ -486,6 +503,7 @@ def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> Materi
     )
     for event in table_materializations(tiny_db.db, [TINY_ORDERS]):
         context.log_event(event)
+    metadata |= run_rows_metadata(tiny_db.db, context.run_id, ["ordens_servico"])
     return MaterializeResult(metadata=metadata)
 
 

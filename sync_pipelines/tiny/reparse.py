@@ -144,13 +144,16 @@ def _conclusion(
     return stored
 
 
-def write_reparsed(conn: sa.Connection, rows: list[dict[str, Any]]) -> UpsertResult:
+def write_reparsed(
+    conn: sa.Connection, rows: list[dict[str, Any]], run_id: str | None = None
+) -> UpsertResult:
     """Write re-derived rows (``WRITTEN_COLUMNS``) in the caller's transaction.
 
     The one write of the reparse: only derived columns and the parser version are updated;
     the upsert skips a row whose values are all the same. The rows exist and are locked by
     the caller, so nothing is inserted; their payloads travel along only because the
-    upsert's staging table has the target's NOT NULL columns.
+    upsert's staging table has the target's NOT NULL columns. ``run_id`` (the Dagster run)
+    goes on each row written (``sync_run_id``).
     """
     return bulk_upsert(
         conn,
@@ -159,6 +162,7 @@ def write_reparsed(conn: sa.Connection, rows: list[dict[str, Any]]) -> UpsertRes
         ["id"],
         columns=[*WRITTEN_COLUMNS, "raw", "raw_list"],
         update_columns=WRITTEN_COLUMNS[1:],
+        stamp={"sync_run_id": run_id},
     )
 
 
@@ -167,6 +171,7 @@ def _reparse_batch(
     stored_rows: list[sa.Row],
     scales: dict[str, int],
     result: ReparseResult,
+    run_id: str | None,
 ) -> None:
     writes = []
     for stored in stored_rows:
@@ -202,11 +207,11 @@ def _reparse_batch(
             result.version_stamped += 1
         writes.append({c: row[c] for c in (*WRITTEN_COLUMNS, "raw", "raw_list")})
     if writes:
-        write_reparsed(conn, writes)
+        write_reparsed(conn, writes, run_id)
 
 
 def reparse_month(
-    db: Database, month_start: dt.date, *, batch_size: int = BATCH_SIZE
+    db: Database, month_start: dt.date, *, batch_size: int = BATCH_SIZE, run_id: str | None = None
 ) -> ReparseResult:
     """Re-derive the stored orders of one emission month (São Paulo) with the current parser.
 
@@ -234,7 +239,7 @@ def reparse_month(
             ).all()
             if not batch:
                 break
-            _reparse_batch(conn, batch, scales, result)
+            _reparse_batch(conn, batch, scales, result, run_id)
         after = batch[-1].id
     log.info(
         "reparse %s with parser %d: %d read, %d changed, %d version stamped, %d unchanged, "

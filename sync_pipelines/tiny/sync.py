@@ -49,6 +49,7 @@ SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 HISTORY_PIPELINE = "tiny_service_orders_history"
 RETRY_BACKOFF_S = 30  # 30 s, 2 min, 8 min, 32 min… (x4 per attempt)
 MAX_ATTEMPTS = 5
+SEEN_REFRESH = "1 hour"  # how stale last_seen_at may get before a listing refreshes it
 log = logging.getLogger("sync_pipelines.tiny")
 
 # Columns the upsert may overwrite: everything but first_seen_at/last_seen_at/updated_at,
@@ -211,8 +212,11 @@ def _fetch_batch(
     return batch
 
 
-def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult, origin: str) -> None:
-    """Write a fetched page in the caller's transaction.
+def _write_batch(
+    conn: sa.Connection, batch: _Batch, result: SyncResult, origin: str, run_id: str | None
+) -> None:
+    """Write a fetched page in the caller's transaction; ``run_id`` (the Dagster run, or None)
+    goes on every row it changes (``sync_run_id``), never on a row it only saw again.
 
     The orders' stored rows are locked and read here, not before the detail calls: another
     run (the month load and the incremental sync overlap) may have written them meanwhile,
@@ -257,34 +261,46 @@ def _write_batch(conn: sa.Connection, batch: _Batch, result: SyncResult, origin:
                         "seq": last_seq.get(row["id"], 0) + 1,
                     }
                 )
-        result.upserted += bulk_upsert(conn, "ordens_servico", rows, ["id"], columns=UPSERT_COLUMNS)
+        result.upserted += bulk_upsert(
+            conn,
+            "ordens_servico",
+            rows,
+            ["id"],
+            columns=UPSERT_COLUMNS,
+            stamp={"sync_run_id": run_id},
+        )
         if history:
             written = conn.execute(
                 sa.text(
-                    "INSERT INTO ordem_status_history (id_os, status_antigo, status_novo, origem, seq) "
-                    "SELECT id_os, status_antigo, status_novo, origem, seq FROM jsonb_to_recordset("
-                    "CAST(:rows AS jsonb)) AS h(id_os bigint, status_antigo smallint, "
-                    "status_novo smallint, origem text, seq integer) "
+                    "INSERT INTO ordem_status_history (id_os, status_antigo, status_novo, origem, "
+                    "seq, sync_run_id) SELECT id_os, status_antigo, status_novo, origem, seq, :run "
+                    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS h(id_os bigint, "
+                    "status_antigo smallint, status_novo smallint, origem text, seq integer) "
                     "ON CONFLICT (id_os, seq) DO NOTHING RETURNING status_antigo"
                 ),
-                {"rows": json.dumps(history)},
+                {"rows": json.dumps(history), "run": run_id},
             ).all()
             result.status_changes += sum(1 for (old,) in written if old is not None)
     if batch.seen:
+        # "Seen" is refreshed at most every SEEN_REFRESH: a rerun that finds nothing new
+        # leaves the rows (and the run id on them) untouched.
         conn.execute(
-            sa.text("UPDATE ordens_servico SET last_seen_at = now() WHERE id = ANY(:ids)"),
-            {"ids": batch.seen},
+            sa.text(
+                "UPDATE ordens_servico SET last_seen_at = now() WHERE id = ANY(:ids) "
+                "AND last_seen_at < now() - CAST(:refresh AS interval)"
+            ),
+            {"ids": batch.seen, "refresh": SEEN_REFRESH},
         )
     for failure in batch.failures:
-        record_failure(conn, **failure)
+        record_failure(conn, **failure, run_id=run_id)
     result.failures += len(batch.failures)
     if ids:
         resolved = conn.execute(
             sa.text(
-                "UPDATE import_failures SET resolvido = true, ultima_tentativa = now() "
-                "WHERE id_ordem = ANY(:ids) AND NOT resolvido"
+                "UPDATE import_failures SET resolvido = true, ultima_tentativa = now(), "
+                "sync_run_id = :run WHERE id_ordem = ANY(:ids) AND NOT resolvido"
             ),
-            {"ids": ids},
+            {"ids": ids, "run": run_id},
         ).rowcount
         result.failures_resolved += resolved
 
@@ -300,6 +316,7 @@ def _sync_page(
     force_detail: bool = False,
     skip_details: set[int] | frozenset[int] = frozenset(),
     also: Callable[[sa.Connection], None] | None = None,
+    run_id: str | None = None,
 ) -> _Batch:
     """Fetch a page's details (no transaction), then write it in one transaction, together
     with ``also`` (the month's checkpoint)."""
@@ -313,19 +330,23 @@ def _sync_page(
         skip_details=skip_details,
     )
     with db.begin() as conn:
-        _write_batch(conn, batch, result, origin)
+        _write_batch(conn, batch, result, origin, run_id)
         if also is not None:
             also(conn)
     return batch
 
 
-def record_failure(conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any) -> None:
+def record_failure(
+    conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any, run_id: str | None = None
+) -> None:
     """Insert or bump a failure; the next attempt is due after 30 s x 4^(attempts-1)."""
     conn.execute(
         sa.text(
-            "INSERT INTO import_failures AS f (id_ordem, erro, dados_api, tentativas, resolvido, proxima_tentativa) "
-            "VALUES (:id, :erro, CAST(:dados AS jsonb), 1, false, now() + make_interval(secs => :first)) "
+            "INSERT INTO import_failures AS f (id_ordem, erro, dados_api, tentativas, resolvido, "
+            "proxima_tentativa, sync_run_id) VALUES (:id, :erro, CAST(:dados AS jsonb), 1, false, "
+            "now() + make_interval(secs => :first), :run) "
             "ON CONFLICT (id_ordem) DO UPDATE SET erro = EXCLUDED.erro, "
+            "sync_run_id = EXCLUDED.sync_run_id, "
             "dados_api = COALESCE(EXCLUDED.dados_api, f.dados_api), ultima_tentativa = CURRENT_TIMESTAMP, "
             "tentativas = CASE WHEN f.resolvido THEN 1 ELSE f.tentativas + 1 END, resolvido = false, "
             "proxima_tentativa = now() + make_interval(secs => :first * power(4, "
@@ -338,6 +359,7 @@ def record_failure(conn: sa.Connection, id_ordem: int, erro: str, dados_api: Any
             if dados_api is None
             else json.dumps(dados_api, ensure_ascii=False, default=str),
             "first": RETRY_BACKOFF_S,
+            "run": run_id,
         },
     )
 
@@ -385,6 +407,7 @@ def sync_month(
     *,
     on_page: Callable[[SyncResult, OrderPage], None] | None = None,
     breaker: CircuitBreaker | None = None,
+    run_id: str | None = None,
 ) -> SyncResult:
     """Load every order emitted in one month, resuming from the partition's checkpoint.
 
@@ -423,6 +446,7 @@ def sync_month(
                 origin="historical",
                 breaker=breaker,
                 also=lambda conn, p=position: checkpoints.save(conn, HISTORY_PIPELINE, key, p),
+                run_id=run_id,
             )
             failed.update(f["id_ordem"] for f in batch.failures)
             log.info("month %s: page %d, offset %d/%d", key, result.pages, offset, page.total)
@@ -430,7 +454,7 @@ def sync_month(
                 on_page(result, page)
         # Offset paging reads each page once: an order that changed on a page already read
         # (3 -> 7 while later pages were listed) would stay stale until the nightly check.
-        _relist_until_quiet(client, db, fetch, result, "historical", breaker, failed, key)
+        _relist_until_quiet(client, db, fetch, result, "historical", breaker, failed, key, run_id)
     except CircuitOpen as stop:
         page_number = offset // client.PAGE_SIZE + 1
         stop.resumes(
@@ -467,6 +491,7 @@ def _relist_until_quiet(
     breaker: CircuitBreaker,
     failed: set[int],
     label: str,
+    run_id: str | None,
 ) -> None:
     """List the window again, storing what changed since it was read, until a whole pass
     finds nothing new (at most ``MAX_RELIST_PASSES``).
@@ -480,7 +505,14 @@ def _relist_until_quiet(
         for page in client.iter_pages(_guarded(fetch, breaker)):
             result.relisted_pages += 1
             batch = _sync_page(
-                client, db, page.items, result, origin=origin, breaker=breaker, skip_details=failed
+                client,
+                db,
+                page.items,
+                result,
+                origin=origin,
+                breaker=breaker,
+                skip_details=failed,
+                run_id=run_id,
             )
             failed.update(f["id_ordem"] for f in batch.failures)
             changed += len(batch.rows) + len(batch.failures)
@@ -507,12 +539,15 @@ def _sync_listing(
     fetch,
     origin: str,
     breaker: CircuitBreaker,
+    run_id: str | None,
 ) -> set[int]:
     seen: set[int] = set()
     for page in client.iter_pages(_guarded(fetch, breaker)):
         result.pages += 1
         result.listed += len(page.items)
-        batch = _sync_page(client, db, page.items, result, origin=origin, breaker=breaker)
+        batch = _sync_page(
+            client, db, page.items, result, origin=origin, breaker=breaker, run_id=run_id
+        )
         seen.update(batch.seen)
     return seen
 
@@ -524,6 +559,7 @@ def _refetch(
     result: SyncResult,
     origin: str,
     breaker: CircuitBreaker,
+    run_id: str | None,
 ) -> None:
     """Fetch orders one by one (they left the listing we expected them in), 100 per commit.
 
@@ -532,7 +568,16 @@ def _refetch(
     """
     for start in range(0, len(ids), 100):
         items = [{"id": order_id} for order_id in ids[start : start + 100]]
-        _sync_page(client, db, items, result, origin=origin, breaker=breaker, force_detail=True)
+        _sync_page(
+            client,
+            db,
+            items,
+            result,
+            origin=origin,
+            breaker=breaker,
+            force_detail=True,
+            run_id=run_id,
+        )
 
 
 def sync_incremental(
@@ -542,6 +587,7 @@ def sync_incremental(
     window_days: int = 7,
     today: dt.date | None = None,
     breaker: CircuitBreaker | None = None,
+    run_id: str | None = None,
 ) -> SyncResult:
     """Re-list the recent emission window and every open order, whatever its age.
 
@@ -551,7 +597,7 @@ def sync_incremental(
     meter = _Meter(client)
     breaker = breaker or CircuitBreaker()
     try:
-        return _incremental(client, db, window_days, today, breaker, meter)
+        return _incremental(client, db, window_days, today, breaker, meter, run_id)
     except CircuitOpen as stop:
         raise stop.resumes(
             "nothing lost, the next incremental run lists the window and the open orders again",
@@ -566,6 +612,7 @@ def _incremental(
     today: dt.date | None,
     breaker: CircuitBreaker,
     meter: _Meter,
+    run_id: str | None,
 ) -> SyncResult:
     result = meter.result
     today = today or dt.datetime.now(SAO_PAULO).date()
@@ -579,6 +626,7 @@ def _incremental(
         lambda off: client.list_orders(offset=off, emitted_from=since, emitted_to=today),
         "incremental",
         breaker,
+        run_id,
     )
     for status in OPEN_STATUSES:
         seen |= _sync_listing(
@@ -588,6 +636,7 @@ def _incremental(
             lambda off, s=status: client.list_orders(offset=off, situacao=s),
             "incremental",
             breaker,
+            run_id,
         )
     # An open order that no listing showed has moved (usually into a final state) or shifted
     # between offset pages while it changed: fetch each one directly so none is lost.
@@ -596,7 +645,7 @@ def _incremental(
         log.info(
             "%d open orders were not in their listings; fetching them one by one", len(vanished)
         )
-        _refetch(client, db, vanished, result, "incremental", breaker)
+        _refetch(client, db, vanished, result, "incremental", breaker, run_id)
     with db.begin() as conn:
         conn.execute(
             sa.text(
@@ -615,6 +664,7 @@ def retry_failures(
     max_attempts: int = MAX_ATTEMPTS,
     limit: int = 500,
     breaker: CircuitBreaker | None = None,
+    run_id: str | None = None,
 ) -> SyncResult:
     """Retry failed imports whose backoff has elapsed; after ``max_attempts`` they wait for a person.
 
@@ -639,7 +689,7 @@ def retry_failures(
         )
     if due:
         try:
-            _refetch(client, db, list(due), result, "retry", breaker)
+            _refetch(client, db, list(due), result, "retry", breaker, run_id)
         except CircuitOpen as stop:
             raise stop.resumes(
                 "nothing lost, the failed imports stay in import_failures for the next retry run",
@@ -728,14 +778,18 @@ def _list_every_order(
 
 
 def check_integrity(
-    client: TinyClient, db: Database, *, breaker: CircuitBreaker | None = None
+    client: TinyClient,
+    db: Database,
+    *,
+    breaker: CircuitBreaker | None = None,
+    run_id: str | None = None,
 ) -> IntegrityReport:
     """Per status 0–7, compare the API's ids with the table; import missing orders and fix
     stale statuses (with history rows). Raises ``CircuitOpen`` when Tiny keeps failing."""
     meter = _Meter(client)
     breaker = breaker or CircuitBreaker()
     try:
-        return _integrity(client, db, breaker, meter)
+        return _integrity(client, db, breaker, meter, run_id)
     except CircuitOpen as stop:
         raise stop.resumes(
             "nothing lost, the next integrity run compares everything again",
@@ -744,7 +798,7 @@ def check_integrity(
 
 
 def _integrity(
-    client: TinyClient, db: Database, breaker: CircuitBreaker, meter: _Meter
+    client: TinyClient, db: Database, breaker: CircuitBreaker, meter: _Meter, run_id: str | None
 ) -> IntegrityReport:
     report = IntegrityReport(sync=meter.result)
     listed = _list_every_order(client, breaker, report.sync)
@@ -774,6 +828,7 @@ def _integrity(
                 origin="integrity",
                 breaker=breaker,
                 force_detail=True,
+                run_id=run_id,
             )
             ok = len(batch.rows)
             if label == "missing":

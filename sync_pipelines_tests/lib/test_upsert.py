@@ -239,6 +239,73 @@ def test_a_no_change_pass_leaves_every_row_version_untouched(pg_db):
     assert {xmax for _, _, xmax in after} == {"0"}
 
 
+STAMPED_DDL = """CREATE TABLE stamped (id bigint PRIMARY KEY, name text, price numeric(12,2),
+    run text, run_no integer)"""
+
+
+def _stamped(pg_db, rows, stamp, **kw):
+    with pg_db.begin() as conn:
+        result = bulk_upsert(conn, "stamped", rows, ["id"], stamp=stamp, **kw)
+    with pg_db.connect() as conn:
+        table = {
+            r.id: r
+            for r in conn.execute(sa.text("SELECT id, name, run, run_no, xmin::text FROM stamped"))
+        }
+    return result, table
+
+
+def test_stamp_is_written_on_insert_and_real_update_only(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(STAMPED_DDL)
+    rows = [{"id": i, "name": f"n{i}", "price": Decimal(i)} for i in range(1, 6)]
+    result, first = _stamped(pg_db, rows, {"run": "run-a", "run_no": 1})
+    assert result.inserted == 5
+    assert {(r.run, r.run_no) for r in first.values()} == {("run-a", 1)}
+
+    # The same rows under another run: nothing differs, nothing is written or restamped.
+    result, again = _stamped(pg_db, rows, {"run": "run-b", "run_no": 2})
+    assert (result.inserted, result.updated, result.unchanged) == (0, 0, 5)
+    assert again == first
+
+    changed = [dict(r, name="renamed") if r["id"] == 2 else r for r in rows]
+    changed.append({"id": 9, "name": "new", "price": Decimal(9)})
+    result, after = _stamped(pg_db, changed, {"run": "run-c", "run_no": 3})
+    assert (result.inserted, result.updated, result.unchanged) == (1, 1, 4)
+    assert {i for i, r in after.items() if r.run == "run-c"} == {2, 9}
+    assert {i: after[i] for i in (1, 3, 4, 5)} == {i: first[i] for i in (1, 3, 4, 5)}
+    assert after[2].run_no == 3
+
+
+def test_stamp_with_a_none_value_marks_rows_written_outside_a_run(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(STAMPED_DDL)
+    _stamped(pg_db, [{"id": 1, "name": "a"}], {"run": "run-a"})
+    _, table = _stamped(pg_db, [{"id": 1, "name": "b"}], {"run": None})
+    assert (table[1].name, table[1].run) == ("b", None)
+
+
+def test_stamp_on_an_insert_only_upsert_and_a_quote_in_the_value(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(STAMPED_DDL)
+    _stamped(pg_db, [{"id": 1, "name": "a"}], {"run": "it's 100%"}, update_columns=[])
+    _, table = _stamped(pg_db, [{"id": 1, "name": "b"}], {"run": "other"}, update_columns=[])
+    assert (table[1].name, table[1].run) == ("a", "it's 100%")
+
+
+def test_a_stamp_column_among_the_rows_columns_is_refused(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(STAMPED_DDL)
+        with pytest.raises(ValueError, match=r"stamp columns \['run'\]"):
+            bulk_upsert(conn, "stamped", [{"id": 1, "run": "x"}], ["id"], stamp={"run": "y"})
+
+
+def test_stamp_is_refused_on_mysql(mysql_db):
+    with mysql_db.begin() as conn:
+        conn.exec_driver_sql(MY_DDL)
+        with pytest.raises(NotImplementedError, match="PostgreSQL only"):
+            bulk_upsert(conn, "items", _rows(1), ["id"], stamp={"run": "x"})
+
+
 MY_ROUND_TRIP_DDL = """CREATE TABLE rt (id BIGINT PRIMARY KEY, txt TEXT, num DECIMAL(12,3),
     flt DOUBLE, at DATETIME(6), day DATE, doc JSON, flag TINYINT(1), misc TEXT, raw BLOB)
     CHARACTER SET utf8mb4"""

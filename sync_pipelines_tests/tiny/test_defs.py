@@ -59,18 +59,22 @@ def resources() -> dict:
     }
 
 
+def materialize_month(instance, partition_key: str):
+    result = materialize(
+        [service_orders_history],
+        partition_key=partition_key,
+        resources=resources(),
+        instance=instance,
+    )
+    assert result.success
+    return result, own(result, "tiny__service_orders_history").metadata
+
+
 def test_month_partition_materializes_with_metadata_and_no_leaks(project):
     sim, url = project
     sim.add_orders(130, month="2022-07", situacao=None)
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [service_orders_history],
-            partition_key="2022-07-01",
-            resources=resources(),
-            instance=instance,
-        )
-        assert result.success
-        meta = own(result, "tiny__service_orders_history").metadata
+        result, meta = materialize_month(instance, "2022-07-01")
         assert meta["orders_inserted"].value >= 130
         assert meta["pages"].value == 2 and meta["api_calls"].value >= 132
         events = "\n".join(str(e) for e in instance.all_logs(result.run_id))
@@ -120,3 +124,29 @@ def test_incremental_retries_and_integrity_run_as_one_job(project):
         assert sum(row["table"] for row in by_status.values()) == report["db_total"].value
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert "api_and_table_agree" in checks
+
+
+def test_run_metadata_counts_the_runs_rows_and_its_query_lists_them(project):
+    sim, url = project
+    sim.add_orders(40, month="2022-08", situacao=None)
+    with DagsterInstance.ephemeral() as instance:
+        result, meta = materialize_month(instance, "2022-08-01")
+    query = meta["run_rows_query"].value
+    statements = query.split("```sql\n", 1)[1].split("\n```", 1)[0].splitlines()
+    assert len(statements) == 3 and all(result.run_id in s for s in statements)
+    db = create_database("tiny", url, "tiny")
+    try:
+        with db.connect() as conn:
+            listed = {
+                s.split(" FROM ", 1)[1].split(" WHERE ", 1)[0]: conn.exec_driver_sql(s).all()
+                for s in statements
+            }
+            stored = conn.execute(sa.text("SELECT count(*) FROM ordens_servico")).scalar_one()
+    finally:
+        db.dispose()
+    orders = listed[db.table("ordens_servico")]
+    assert len(orders) == meta["run_rows/ordens_servico"].value == stored >= 40
+    assert len(listed[db.table("ordem_status_history")]) == (
+        meta["run_rows/ordem_status_history"].value
+    )
+    assert {row.sync_run_id for row in orders} == {result.run_id}

@@ -18,6 +18,7 @@ from dagster import (
 
 from ...lib.locks import LockNotAvailable
 from ...lib.redact import mask_cpf
+from ...provenance import run_rows_metadata
 from ...resources import DatabaseResource, TelegramResource
 from ..appointments import create_appointments
 from ..client import PortalClient
@@ -25,7 +26,7 @@ from ..examiners import ExaminerNotFound, get_examiner
 from ..sessions import SessionCache
 from ..sync import SyncResult, describe_examiner, sync_examiner
 from .checks import AGENDA_CHECKS, guard_checks
-from .partition_ranges import examiner_days, sync_partition_range
+from .partition_ranges import DETRAN_TABLES, examiner_days, sync_partition_range
 from .partitions import agenda_partitions, split_partition
 from .resources import DetranPortalResource
 
@@ -159,7 +160,9 @@ def agenda_slots(
                 ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
                 env=detran_portal.key_env(),
             ),
-            options=detran_portal.options(holder_hint=f"(this is Dagster run {context.run_id})"),
+            options=detran_portal.options(
+                holder_hint=f"(this is Dagster run {context.run_id})", run_id=context.run_id
+            ),
         )
     except LockNotAvailable as exc:
         # Another run is syncing this examiner (the portal allows one session per user):
@@ -185,6 +188,7 @@ def agenda_slots(
     metadata["dagster/row_count"] = MetadataValue.int(
         _partition_rows(db, "agenda_slots", usuario_id, day)
     )
+    metadata |= run_rows_metadata(db, context.run_id, DETRAN_TABLES)
     yield MaterializeResult(metadata=metadata)
 
 
@@ -206,7 +210,7 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
         # Runs only when selected without agenda_slots (a range of agenda_slots makes the
         # appointments of each day it synced itself): every day of the range, as asked.
         made = [
-            create_appointments(detran_db.db, usuario_id, day)
+            create_appointments(detran_db.db, usuario_id, day, context.run_id)
             for usuario_id, days in examiner_days(context.partition_keys).items()
             for day in days
         ]
@@ -218,7 +222,7 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
         )
     day, usuario_id = split_partition(context.partition_key)
     started = time.monotonic()
-    result = create_appointments(detran_db.db, usuario_id, day)
+    result = create_appointments(detran_db.db, usuario_id, day, context.run_id)
     if result.removed_with_appointment:
         context.log.warning(
             f"{result.removed_with_appointment} slot(s) with an appointment were removed from "
@@ -238,4 +242,6 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
                 _partition_rows(detran_db.db, "agendamentos", usuario_id, day)
             ),
         }
+        # The appointments are the clinic's table: the slots linked to them carry the run.
+        | run_rows_metadata(detran_db.db, context.run_id, ["agenda_slots"])
     )

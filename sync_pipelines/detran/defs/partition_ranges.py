@@ -48,6 +48,7 @@ from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi
 
 from ...lib.locks import LockNotAvailable
 from ...lib.redact import redact
+from ...provenance import rows_of_run_query
 from ...resources import DatabaseResource, TelegramResource
 from ..appointments import create_appointments
 from ..client import PortalClient
@@ -60,6 +61,8 @@ from .resources import DetranPortalResource
 
 AGENDA_SLOTS = AssetKey(["detran", "agenda_slots"])
 AGENDAMENTOS = AssetKey(["detran", "agendamentos"])
+# The tables whose rows carry the run that last changed them (sync_run_id).
+DETRAN_TABLES = ("agenda_slots", "agenda_sync_runs")
 
 # Set by the schedules: sync only who has auto-sync, on their work days.
 SCOPE_TAG = "detran/scope"
@@ -180,7 +183,9 @@ def sync_partition_range(
         ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
         env=detran_portal.key_env(),
     )
-    options = detran_portal.options(holder_hint=f"(this is Dagster run {context.run_id})")
+    options = detran_portal.options(
+        holder_hint=f"(this is Dagster run {context.run_id})", run_id=context.run_id
+    )
     outcome = RangeOutcome()
     checks: dict[int, list[AssetCheckResult]] = {}
     context.log.info(
@@ -227,10 +232,17 @@ def sync_partition_range(
         for day in result.days:
             if not day.ok:
                 continue
-            yield _materialization(AGENDA_SLOTS, day.date, usuario_id, _day_metadata(result, day))
+            metadata = _day_metadata(result, day) | {
+                "run_rows_query": MetadataValue.md(
+                    "Rows this run wrote (and no later run changed):\n\n```sql\n"
+                    + "\n".join(rows_of_run_query(db, t, context.run_id) for t in DETRAN_TABLES)
+                    + "\n```"
+                )
+            }
+            yield _materialization(AGENDA_SLOTS, day.date, usuario_id, metadata)
             outcome.days_written += 1
             try:
-                made = create_appointments(db, usuario_id, day.date)
+                made = create_appointments(db, usuario_id, day.date, context.run_id)
             except Exception as exc:  # noqa: BLE001 - the slots are stored; report and go on
                 outcome.failed[usuario_id] = (
                     f"appointments of {day.date.isoformat()}: {type(exc).__name__}: {redact(exc)}"

@@ -69,8 +69,9 @@ class DetranPortalResource(ConfigurableResource):
         """The key as examiners.py's encrypt/decrypt take it."""
         return {KEY_VAR: self.credentials_key} if self.credentials_key else None
 
-    def options(self, holder_hint: str) -> SyncOptions:
+    def options(self, holder_hint: str, run_id: str | None = None) -> SyncOptions:
         return SyncOptions(
+            run_id=run_id,
             touch_interval=dt.timedelta(minutes=self.touch_interval_minutes),
             logout_after_run=self.logout_after_run.strip().lower() in ("1", "true", "yes"),
             holder_hint=holder_hint,

@@ -24,6 +24,7 @@ from pydantic import Field
 from ...catalog import NO_EXPORT_ERRORS_LAST_24H, SCOUTER_LEADS
 from ...lib.alerts import AlertRecord, AlertState, announce
 from ...lib.db import Database
+from ...provenance import run_rows_metadata
 from ...resources import DatabaseResource, TelegramResource
 from .. import jobs as export_jobs
 from ..client import HttpError, PostgrestError
@@ -234,6 +235,9 @@ def leads_export(
             ),
             "duration_s": MetadataValue.float(round(result.seconds, 3)),
         }
+        # What this run wrote locally: its refused leads (the exported ones live in Gestão
+        # Scouter, whose schema is not ours: sync_source = 'tabuladormax' marks them there).
+        | run_rows_metadata(db, context.run_id, [export_jobs.ERRORS])
     )
 
 

@@ -23,10 +23,11 @@ from dagster import (
 from pydantic import Field
 
 from ...lib.alerts import AlertState
+from ...provenance import RUN_ID_COLUMN, run_rows_metadata
 from ...resources import DatabaseResource
 from .. import jobs as export_jobs
 from ..reverse import reverse_sync
-from ..source import now_sao_paulo
+from ..source import LEADS_TABLE, now_sao_paulo, source_columns
 from ..stuck import stuck_job_marks
 from .assets import flagged_jobs, gestao_scouter_export, no_stuck_export_jobs
 from .partitions import EXPORT_KEY, TZ
@@ -175,11 +176,20 @@ def reverse_sync_leads(
         return
     _, mapping = mapping_for(tabuladormax_db.db, None, gestao_scouter.field_mappings)
     with gestao_scouter.client() as client:
-        result = reverse_sync(tabuladormax_db.db, client, mapping)
+        result = reverse_sync(tabuladormax_db.db, client, mapping, run_id=context.run_id)
     context.log.info(
         f"reverse sync: {result.seen} changed rows seen, {result.written} written to "
         f"TabuladorMax, {result.skipped_own} were the export's own, {result.skipped_older} older"
     )
+    if RUN_ID_COLUMN in source_columns(tabuladormax_db.db):
+        context.add_output_metadata(
+            run_rows_metadata(tabuladormax_db.db, context.run_id, [LEADS_TABLE])
+        )
+    else:
+        context.log.info(
+            f"TabuladorMax's {LEADS_TABLE} has no {RUN_ID_COLUMN} column: the leads written "
+            "carry sync_source='gestao_scouter' and last_sync_at, not this run's id"
+        )
 
 
 @job(name="gestao_scouter_reverse_sync", description="Gestão Scouter → TabuladorMax (optional).")
