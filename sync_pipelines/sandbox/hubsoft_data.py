@@ -215,4 +215,10 @@ HUBSOFT_PART = SandboxPart(
     simulator=lambda seed: HubSoftSimulator(seed),
     env=sandbox_env,
     prepare=prepare,
+    planted={
+        "hubsoft/support_tickets:no_failed_tickets": (
+            "red because the outage story saves a ticket with a service id HubSoft refuses: "
+            "it waits with sync_status='failed', the reason and a backoff, never dropped"
+        ),
+    },
 )
