@@ -273,10 +273,11 @@ def _pending_tenants(context: SensorEvaluationContext) -> set[str]:
     runs = context.instance.get_runs(
         filters=RunsFilter(job_name=local_sync_job.name, statuses=PENDING)
     )
+    every_table = {spec.key for spec in SPECS}
     return {
         r.tags[TENANT_TAG]
         for r in runs
-        if TENANT_TAG in r.tags and (r.asset_selection is None or len(r.asset_selection) == 3)
+        if TENANT_TAG in r.tags and (r.asset_selection is None or every_table <= r.asset_selection)
     }
 
 
