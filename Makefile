@@ -44,6 +44,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_upsert
 	$(BIN)/python -m bench.bench_local_sync --small
+	$(BIN)/python -m bench.bench_tenant_sensor --small
 	$(BIN)/python -m bench.bench_run_overhead --runs 1
 
 lint: $(STAMP)

@@ -6,9 +6,16 @@
 - ``local_sync_new_tenants`` (sensor): adds every instance of the main database whose tenant
   database is configured and reachable as a partition and requests its first (full) sync;
   the others are named in the tick's skip reason and log.
-- ``local_sync_every_6_hours`` (schedule): a full reconcile of every tenant partition.
-Both start RUNNING: the point of this sync is that every tenant stays in step without anyone
-wiring a cron, and new tenants appear over time (the sensor is what makes them partitions).
+- ``local_sync_changed_tenants`` (sensor, every 30 s): one grouped query a table over the
+  main database's rows changed since its cursor (``changes.py``); an incremental run for each
+  tenant that changed, none when nothing did.
+- ``local_sync_every_6_hours`` (schedule): a full reconcile of every tenant partition; it
+  repairs what the change sensor cannot see (sector links, hard deletes, late commits).
+All start RUNNING: the point of this sync is that every tenant stays in step without anyone
+wiring a cron (the system it replaces synced a tenant on every change), and new tenants
+appear over time (the new-tenant sensor is what makes them partitions).
+Every run of ``local_sync_job`` carries ``local_sync/tenant=<instance>``, which dagster.yaml
+limits to one run at a time per tenant (the advisory lock is the second guard).
 """
 
 import datetime as dt
@@ -21,13 +28,16 @@ from dagster import (
     AssetSelection,
     AssetSpec,
     Config,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    PartitionedConfig,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
@@ -42,7 +52,7 @@ from pydantic import Field
 from ..catalog import row_count
 from ..lib.locks import AdvisoryLock
 from ..resources import DatabaseResource, TenantDatabasesResource
-from . import source
+from . import changes, source
 from .sync import TABLES, SyncSettings, TableResult, sync_tenant
 from .tenants import TenantDirectory, scan_tenants
 
@@ -77,6 +87,8 @@ SPECS = [
     for table in TABLES
 ]
 FULL_RECONCILE = {"ops": {"local_sync_tenant": {"config": {"full_reconcile": True}}}}
+TENANT_TAG = "local_sync/tenant"
+MODE_TAG = "local_sync/mode"
 
 
 class LocalSyncConfig(Config):
@@ -168,10 +180,21 @@ def local_sync_tenant(
         )
 
 
+def _tenant_tag(key: str) -> dict[str, str]:
+    return {TENANT_TAG: key}
+
+
 local_sync_job = define_asset_job(
     "local_sync_job",
     selection=AssetSelection.groups(GROUP),
     description="Sync one tenant's contacts, contact sectors and chats.",
+    # Every run of the job (sensors, schedule, UI launches, backfills) carries
+    # local_sync/tenant=<instance>: dagster.yaml runs one at a time per tenant, the others queue.
+    config=PartitionedConfig(
+        partitions_def=tenant_partitions,
+        run_config_for_partition_key_fn=lambda key: {},
+        tags_for_partition_key_fn=_tenant_tag,
+    ),
 )
 
 
@@ -192,7 +215,7 @@ def local_sync_every_6_hours(context: ScheduleEvaluationContext):
             run_key=f"{tenant}:{stamp}",
             partition_key=tenant,
             run_config=FULL_RECONCILE,
-            tags={"local_sync/mode": "full"},
+            tags={MODE_TAG: "full", **_tenant_tag(tenant)},
         )
         for tenant in sorted(tenants)
     ]
@@ -229,16 +252,101 @@ def local_sync_new_tenants(
         return SkipReason(f"no new tenant among {len(instances)} instance(s){unavailable}")
     return SensorResult(
         run_requests=[
-            RunRequest(partition_key=i, run_config=FULL_RECONCILE, tags={"local_sync/mode": "full"})
+            RunRequest(
+                partition_key=i,
+                run_config=FULL_RECONCILE,
+                tags={MODE_TAG: "full", **_tenant_tag(i)},
+            )
             for i in scan.ready
         ],
         dynamic_partitions_requests=[tenant_partitions.build_add_request(scan.ready)],
     )
 
 
+# Runs not yet started: they will read every change committed before they start.
+PENDING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
+CHANGE_INTERVAL_S = 30
+
+
+def _pending_tenants(context: SensorEvaluationContext) -> set[str]:
+    """Tenants with a run of the whole job waiting to start (a change needs no second one)."""
+    runs = context.instance.get_runs(
+        filters=RunsFilter(job_name=local_sync_job.name, statuses=PENDING)
+    )
+    every_table = {spec.key for spec in SPECS}
+    return {
+        r.tags[TENANT_TAG]
+        for r in runs
+        if TENANT_TAG in r.tags and (r.asset_selection is None or every_table <= r.asset_selection)
+    }
+
+
+@sensor(
+    job=local_sync_job,
+    minimum_interval_seconds=CHANGE_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Every 30 s, one grouped query per table (contacts, chats) finds the instances whose "
+        "rows changed in the main database since the cursor (updated_at, created_at, chats' "
+        "started_at/finished_at) and launches an incremental sync of those tenants only; a "
+        "tenant with a sync still queued gets none. A change is in its tenant within about a "
+        "minute. It cannot see sector links (no timestamp), rows deleted at the source or a "
+        "commit landing more than LOCAL_SYNC_OVERLAP_MINUTES after its timestamp: the "
+        "6-hourly full reconcile repairs those."
+    ),
+)
+def local_sync_changed_tenants(
+    context: SensorEvaluationContext,
+    whatsapp_db: DatabaseResource,
+    tenant_dbs: TenantDatabasesResource,
+):
+    previous = changes.load_state(context.cursor)
+    with whatsapp_db.db.connect() as conn:
+        seen = changes.look(
+            conn,
+            previous,
+            overlap=dt.timedelta(minutes=tenant_dbs.overlap_minutes),
+            now=dt.datetime.now(dt.UTC),
+        )
+    cursor = changes.dump_state(seen.state)
+    if seen.first:
+        return SensorResult(
+            skip_reason="first look: the main database's state is the baseline from now on",
+            cursor=cursor,
+        )
+    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    changed = {i: digest for i, digest in seen.changed.items() if i in known}
+    unknown = sorted(set(seen.changed) - known)
+    if unknown:
+        context.log.info(
+            f"changed instance(s) with no tenant partition (local_sync_new_tenants adds "
+            f"them): {', '.join(unknown)}"
+        )
+    pending = _pending_tenants(context) & set(changed)
+    if pending:
+        context.log.info(f"already queued, no second run: {', '.join(sorted(pending))}")
+    requests = [
+        RunRequest(
+            # The same state seen twice (a tick retried before its cursor was saved) gives
+            # the same key: Dagster launches it once.
+            run_key=f"changed:{instance}:{digest}",
+            partition_key=instance,
+            tags={MODE_TAG: "incremental", "local_sync/trigger": "change", **_tenant_tag(instance)},
+        )
+        for instance, digest in sorted(changed.items())
+        if instance not in pending
+    ]
+    if not requests:
+        why = f"no tenant changed ({seen.window_rows} row(s) in the window)"
+        if pending:
+            why = f"changed tenant(s) already have a queued sync: {', '.join(sorted(pending))}"
+        return SensorResult(skip_reason=why, cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
 defs = Definitions(
     assets=[local_sync_tenant],
     jobs=[local_sync_job],
     schedules=[local_sync_every_6_hours],
-    sensors=[local_sync_new_tenants],
+    sensors=[local_sync_new_tenants, local_sync_changed_tenants],
 )

@@ -8,15 +8,19 @@ machine. Output goes to files under the test's folder; ``tail()`` puts it in fai
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -154,6 +158,19 @@ def wait_until_loaded(services: Services, base_url: str, timeout_s: float = 120)
     raise AssertionError(f"code location never loaded: {last}\n{services.tail()}")
 
 
+def wait_for(services: Services, what: str, probe, timeout_s: float):
+    """Poll ``probe`` every second until it returns something truthy (returned), the
+    Dagster processes alive throughout; after ``timeout_s`` fail with their logs' tails."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.assert_alive()
+        found = probe()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"gave up waiting ({timeout_s:.0f} s): {what}\n{services.tail()}")
+
+
 # The webserver's GraphQL mutation that queues a run (the UI's "Launch run").
 LAUNCH = """
 mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
@@ -164,3 +181,53 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   ... on RunConfigValidationInvalid { errors { message } }
 } }
 """
+
+
+@dataclass
+class SandboxDeployment:
+    services: Services
+    url: str  # the webserver
+    instance: object  # the DagsterInstance every process shares
+    sandbox: object  # sync_pipelines.sandbox.runner.Sandbox
+    env: dict[str, str]  # the sandbox's variables (database and simulator URLs)
+    grpc_port: int
+
+
+@contextmanager
+def sandbox_deployment(pg_url: str, workdir: Path, monkeypatch) -> Iterator[SandboxDeployment]:
+    """The sandbox (simulators, seeded sources) on a scratch database, and Dagster's own
+    processes as in production: code server, webserver and daemon with the repository's
+    dagster.yaml, every schedule and sensor at its default status."""
+    from dagster import DagsterInstance
+
+    from sync_pipelines.sandbox.demo import apply_migrations, prepare_sources
+    from sync_pipelines.sandbox.runner import Sandbox
+
+    from ..dagster_db import scratch_database
+
+    with scratch_database(pg_url) as db_url:
+        sandbox = Sandbox(workdir / "sandbox", database_url=db_url)
+        services = Services(workdir, {})
+        try:
+            env = sandbox.start()
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            apply_migrations(lambda msg: None)
+            instance = DagsterInstance.get()
+            prepare_sources(env, instance, log=lambda msg: None)
+            services.env = clean_env(env)
+            grpc_port, web_port = free_port(), free_port()
+            workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
+            workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
+            workspace_file = workdir / "workspace.yaml"
+            workspace_file.write_text(yaml.safe_dump(workspace))
+            services.code_server(grpc_port)
+            url = services.webserver(workspace_file, web_port)
+            services.daemon(workspace_file)
+            wait_until_loaded(services, url)
+            yield SandboxDeployment(services, url, instance, sandbox, dict(env), grpc_port)
+            instance.dispose()
+        finally:
+            services.stop()
+            sandbox.stop()
+            shutil.rmtree(workdir / "sandbox", ignore_errors=True)

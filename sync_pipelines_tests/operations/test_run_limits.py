@@ -9,10 +9,12 @@ import time
 
 import psutil
 import pytest
+import yaml
 from dagster import DagsterRun
 from dagster._core.launcher.base import WorkerStatus
 
 from sync_pipelines.definitions import defs
+from sync_pipelines.local_sync.defs import TENANT_TAG
 from sync_pipelines.operations.run_launcher import (
     WORKER_HOST_TAG,
     LocalRunLauncher,
@@ -20,6 +22,8 @@ from sync_pipelines.operations.run_launcher import (
     worker_status,
 )
 from sync_pipelines.operations.run_limits import MAX_RUNTIME_SECONDS
+
+from .dagster_services import ROOT
 
 TAG = "dagster/max_runtime"
 
@@ -43,6 +47,20 @@ def test_detran_job_keeps_its_examiner_tag_for_every_partition():
     job = defs.get_repository_def().get_job("detran_agenda_sync")
     tags = job.partitioned_config.get_tags_for_partition_key("2026-12-01|7")
     assert tags["examiner"] == "7"
+
+
+def test_local_sync_job_carries_the_tenant_tag_that_dagster_yaml_limits():
+    job = defs.get_repository_def().get_job("local_sync_job")
+    assert job.partitioned_config.get_tags_for_partition_key("exatron")[TENANT_TAG] == "exatron"
+    # The instance runs one run per value of that tag: a change-sensor run of a tenant being
+    # synced waits in the queue (test_change_sensor.py: and none piles up while it waits).
+    limits = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]
+    tenant_limit = [
+        limit for limit in limits["tag_concurrency_limits"] if limit["key"] == TENANT_TAG
+    ]
+    assert tenant_limit == [
+        {"key": TENANT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
 
 
 @pytest.fixture

@@ -14,27 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 import signal
-import time
 from zoneinfo import ZoneInfo
 
 import psutil
 import pytest
-import yaml
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEventType, DagsterRun, DagsterRunStatus
 
-from sync_pipelines.sandbox.runner import Sandbox
-
-from ..dagster_db import scratch_database
 from .dagster_services import (
     LAUNCH,
     LOCATION,
-    ROOT,
     Services,
-    clean_env,
-    free_port,
     graphql,
+    sandbox_deployment,
+    wait_for,
     wait_until_loaded,
 )
 
@@ -47,35 +40,9 @@ WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)")
 @pytest.fixture
 def local_shape(pg_url, tmp_path, monkeypatch):
     """Sandbox + code server + webserver + daemon: (services, url, instance, DETRAN sim, gRPC port)."""
-    with scratch_database(pg_url) as db_url:
-        sandbox = Sandbox(tmp_path / "sandbox", database_url=db_url)
-        services = Services(tmp_path, {})
-        try:
-            env = sandbox.start()
-            for key, value in env.items():
-                monkeypatch.setenv(key, value)
-            from sync_pipelines.sandbox.demo import apply_migrations, prepare_sources
-
-            apply_migrations(lambda msg: None)
-            instance = DagsterInstance.get()
-            prepare_sources(env, instance, log=lambda msg: None)
-            services.env = clean_env(env)
-            grpc_port, web_port = free_port(), free_port()
-            workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
-            workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
-            workspace_file = tmp_path / "workspace.yaml"
-            workspace_file.write_text(yaml.safe_dump(workspace))
-            services.code_server(grpc_port)
-            url = services.webserver(workspace_file, web_port)
-            services.daemon(workspace_file)
-            wait_until_loaded(services, url)
-            detran = next(sim for sim in sandbox._simulators if sim.name == "detran")
-            yield services, url, instance, detran, grpc_port
-            instance.dispose()
-        finally:
-            services.stop()
-            sandbox.stop()
-            shutil.rmtree(tmp_path / "sandbox", ignore_errors=True)
+    with sandbox_deployment(pg_url, tmp_path, monkeypatch) as shape:
+        detran = next(sim for sim in shape.sandbox._simulators if sim.name == "detran")
+        yield shape.services, shape.url, shape.instance, detran, shape.grpc_port
 
 
 def _launch_examiner_day(url: str, day: dt.date) -> str:
@@ -101,14 +68,7 @@ def _launch_examiner_day(url: str, day: dt.date) -> str:
 
 
 def _wait(services: Services, what: str, probe):
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        services.assert_alive()
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"gave up waiting: {what}\n{services.tail()}")
+    return wait_for(services, what, probe, DEADLINE_S)
 
 
 def _worker_pid(instance, run_id: str) -> int | None:
