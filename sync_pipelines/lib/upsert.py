@@ -4,10 +4,10 @@ PostgreSQL: COPY the rows (serialised a column at a time) into a temporary table
 statement updates the rows that really differ (``IS DISTINCT FROM``) through a join and
 inserts the new keys (``ON CONFLICT`` covering concurrent inserts). Unchanged rows are not
 touched at all: no dead tuples, no row locks, no trigger noise, and ``updated`` means changed.
-When none of the keys is in the table yet (one index probe per key, an integer key first
-checked as a range), the rows are COPYed straight into it under a savepoint instead: a plain
-COPY's speed; a key another transaction inserts meanwhile undoes it and the rows take the
-staged way. The COPY text is produced slice by slice while the server parses the previous
+When none of the keys can be in the table yet (an integer key: none in the rows' range;
+others: one index probe per key), the rows are COPYed straight into it under a savepoint
+instead, at a plain COPY's speed; a key another transaction inserts meanwhile undoes it and
+the rows take the staged way. The COPY text is produced slice by slice while the server parses the previous
 one, jsonb and timestamps by orjson.
 MySQL/MariaDB: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``, values escaped by PyMySQL's
 own converters (chosen once per column, not per value); the server's affected-row count and
@@ -339,24 +339,25 @@ def _any_key_exists(
     key_columns: Sequence[str],
     types: Mapping[str, str],
 ) -> bool:
-    """Whether any of the rows' keys is already in the target: one index probe per key, and
-    the first hit ends it (a rerun learns it at once, a load of new rows after one pass).
+    """Whether any of the rows' keys may already be in the target.
 
-    An integer key is first checked as a range: new ids above the existing ones (or an
-    empty table) need two index lookups, not one per key. Only integers: Python orders
-    text by code point, the column's collation may not.
+    An integer key is checked as a range: two index lookups tell a first load or new ids
+    above the existing ones (a rerun sees a row in range at once and stages as before; new
+    ids among existing ones stage too). Other keys get one index probe per key, the first
+    hit ending it. Only integers: Python orders text by code point, a collation may not.
     """
     (first, *others) = key_columns
     if not others and types[first] in _INTEGER_TYPES:
         ids = list(map(itemgetter(first), rows))
         if set(map(type, ids)) == {int}:
             column = quote_ident(first)
-            in_range = conn.exec_driver_sql(
-                f"SELECT EXISTS (SELECT 1 FROM {target} WHERE {column} BETWEEN %(lo)s AND %(hi)s)",
-                {"lo": min(ids), "hi": max(ids)},
-            ).scalar()
-            if not in_range:
-                return False
+            return bool(
+                conn.exec_driver_sql(
+                    f"SELECT EXISTS (SELECT 1 FROM {target} "
+                    f"WHERE {column} BETWEEN %(lo)s AND %(hi)s)",
+                    {"lo": min(ids), "hi": max(ids)},
+                ).scalar()
+            )
     arrays = ", ".join(f"%(k{i})s::{types[k]}[]" for i, k in enumerate(key_columns))
     names = ", ".join(quote_ident(k) for k in key_columns)
     match = " AND ".join(f"t.{quote_ident(k)} = k.{quote_ident(k)}" for k in key_columns)
@@ -678,10 +679,13 @@ def bulk_upsert(
             )
         else:
             raise NotImplementedError(f"bulk_upsert does not support {dialect}")
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # The raw driver is used for COPY and multi-row inserts; give callers one error type.
-        # The caller's transaction is now aborted, so nothing of the batch stays.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (conn.dialect.loaded_dbapi.Error, sa.exc.DBAPIError) as exc:
+        # The raw driver is used for COPY and multi-row inserts, SQLAlchemy for the key probe
+        # and the merge; give callers one error type. Nothing of the batch stays.
+        error = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig else exc
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise UpsertError(
             f"bulk upsert of {len(unique_rows)} rows into {table} failed: {first_line}"
         ) from exc

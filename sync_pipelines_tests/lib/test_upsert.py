@@ -435,3 +435,45 @@ def test_timestamps_in_any_zone_keep_their_instant(pg_db):
             stored = dict(conn.exec_driver_sql("SELECT id, at FROM ts").all())
             conn.exec_driver_sql("DROP TABLE ts")
         assert stored == dict(enumerate(batch))
+
+
+def test_new_text_and_composite_keys_go_straight_in_and_a_rerun_merges(pg_db):
+    """Keys that are not integers are probed one by one (an array of them, quoted): new ones
+    are COPYed in a savepoint (their rows carry a subtransaction's xid), a rerun with one
+    changed row goes through the merge (the transaction's own xid) and counts it."""
+    keys = ["plain", 'quote "q"', "back\\slash", "comma, {brace}", "ação 😀", " spaced "]
+    rows = [
+        {"code": code, "day": dt.date(2024, 1, 1 + i), "name": f"n{i}"}
+        for i, code in enumerate(keys)
+    ]
+
+    def upsert(batch):
+        with pg_db.begin() as conn:
+            result = bulk_upsert(conn, "coded", batch, ["code", "day"])
+            own = conn.exec_driver_sql("SELECT txid_current()::text").scalar()
+            xmins = dict(conn.exec_driver_sql("SELECT name, xmin::text FROM coded").all())
+        return (result.inserted, result.updated, result.unchanged), own, xmins
+
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE coded (code text, day date, name text, PRIMARY KEY (code, day))"
+        )
+    counts, own, xmins = upsert(rows)
+    assert counts == (6, 0, 0)
+    assert own not in set(xmins.values())  # written by the savepoint's subtransaction
+    changed = [dict(r, name="changed") if r["code"] == "back\\slash" else r for r in rows]
+    counts, own, xmins = upsert(
+        [*changed, {"code": "new", "day": dt.date(2024, 2, 1), "name": "x"}]
+    )
+    assert counts == (1, 1, 5)
+    assert xmins["changed"] == own and xmins["x"] == own  # the staged merge wrote these
+    with pg_db.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT code, name FROM coded").all())
+    assert stored == {**{r["code"]: r["name"] for r in changed}, "new": "x"}
+
+
+def test_a_key_the_column_cannot_hold_is_refused_as_an_upsert_error(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(PG_DDL)
+    with pytest.raises(UpsertError, match="2 rows into items failed: invalid input syntax"):
+        _upsert(pg_db, [{"id": "1", "name": "a"}, {"id": "x", "name": "b"}])
