@@ -1,6 +1,6 @@
 """Bulk upsert against the real ceiling of each database, measured in one run.
 
-    python -m bench.bench_upsert [--rows 100000] [--repeat 3] [--url postgresql://...]
+    python -m bench.bench_upsert [--rows 100000] [--repeat 5] [--url postgresql://...]
                                  [--mysql-url mysql+pymysql://root@127.0.0.1:3306/test]
 
 PostgreSQL ceiling: raw ``COPY`` of text serialised *before* the clock starts, straight
@@ -11,10 +11,12 @@ the empty table, no change (must write 0 rows), and 10 % of the rows updated.
 MySQL/MariaDB ceiling: a plain multi-row ``INSERT`` of the same rows (1,000 per statement,
 the helper's batch size) into an empty table, timed the same way.
 
-Each case runs ``--repeat`` times and the best time counts (the least disturbed by other
-processes). Without ``--url`` the PostgreSQL comes from SYNC_DATABASE_URL, then
-SYNC_TEST_DATABASE_URL, else an embedded one; MySQL runs when ``--mysql-url`` or
-SYNC_TEST_MYSQL_URL is set. Target: every pass >= 0.65 x its ceiling.
+Each case runs ``--repeat`` times, the cases taking turns round by round so all see the
+same load, and the best time counts (the least disturbed by other processes). On
+PostgreSQL the no-change pass is also checked by every row version (ctid, xmin, xmax)
+before and after: nothing written, nothing locked. Without ``--url`` the PostgreSQL comes
+from SYNC_DATABASE_URL, then SYNC_TEST_DATABASE_URL, else an embedded one; MySQL runs when
+``--mysql-url`` or SYNC_TEST_MYSQL_URL is set. Target: every pass >= 0.65 x its ceiling.
 """
 
 from __future__ import annotations
@@ -79,27 +81,44 @@ def raw_copy_text(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_of(repeat: int, setup: Callable[[], object], case: Callable[[object], None]) -> float:
-    times = []
+def best_of(repeat: int, cases: dict[str, tuple[Callable[[], object], Callable]]) -> dict:
+    """Best time of each case over ``repeat`` rounds; every round runs every case once, in
+    turn, so the ceiling and the passes see the same load on a shared machine."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeat):
-        state = setup()
-        started = time.perf_counter()
-        case(state)
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for name, (setup, case) in cases.items():
+            state = setup()
+            started = time.perf_counter()
+            case(state)
+            times[name].append(time.perf_counter() - started)
+    return {name: min(t) for name, t in times.items()}
 
 
 def upsert_passes(
-    db, rows: list[dict], repeat: int, empty_table, ceiling_name: str, ceiling
+    db,
+    rows: list[dict],
+    repeat: int,
+    empty_table,
+    ceiling_name: str,
+    ceiling,
+    versions: Callable[[str], str] | None = None,
 ) -> dict[str, float]:
     """The ceiling, then bulk_upsert's three passes over the same keys, each checked by its
-    counts (the no-change pass must write nothing)."""
+    counts; ``versions`` (PostgreSQL: a digest of every row version) shows that the no-change
+    pass wrote, and even locked, nothing."""
     counts: dict[str, tuple[int, int, int]] = {}
+    untouched: dict[str, str] = {}
 
     def loaded_table() -> str:
         table = empty_table()
         with db.begin() as conn:
             bulk_upsert(conn, table, rows, ["id"])
+        return table
+
+    def loaded_and_recorded() -> str:
+        table = loaded_table()
+        if versions:
+            untouched[table] = versions(table)
         return table
 
     def upsert(batch: list[dict], label: str) -> Callable[[str], None]:
@@ -111,16 +130,23 @@ def upsert_passes(
         return run
 
     changed = ten_percent_changed(rows)
-    seconds = {
-        ceiling_name: best_of(repeat, empty_table, ceiling),
-        "bulk_upsert: insert pass": best_of(repeat, empty_table, upsert(rows, "insert")),
-        "bulk_upsert: no-change pass": best_of(repeat, loaded_table, upsert(rows, "no-change")),
-        "bulk_upsert: 10 % update pass": best_of(repeat, loaded_table, upsert(changed, "update")),
-    }
+    seconds = best_of(
+        repeat,
+        {
+            ceiling_name: (empty_table, ceiling),
+            "bulk_upsert: insert pass": (empty_table, upsert(rows, "insert")),
+            "bulk_upsert: no-change pass": (loaded_and_recorded, upsert(rows, "no-change")),
+            "bulk_upsert: 10 % update pass": (loaded_table, upsert(changed, "update")),
+        },
+    )
     n = len(rows)
     assert counts["insert"] == (n, 0, 0), counts
     assert counts["no-change"] == (0, 0, n), counts
     assert counts["update"] == (0, n // 10, n - n // 10), counts
+    if versions:
+        rewritten = [table for table, digest in untouched.items() if versions(table) != digest]
+        assert not rewritten, f"the no-change pass wrote or locked rows of {rewritten}"
+        print(f"no-change pass: every row version untouched (ctid, xmin, xmax) in {repeat} rounds")
     return seconds
 
 
@@ -146,9 +172,22 @@ def bench_postgres(url: str, rows: list[dict], repeat: int) -> dict[str, float]:
                 f"COPY {quote_ident(table)} ({columns}) FROM STDIN", io.StringIO(text), 1 << 20
             )
 
+    def versions(table: str) -> str:
+        with db.begin() as conn:
+            return conn.exec_driver_sql(
+                "SELECT md5(string_agg(ctid::text || xmin::text || xmax::text, ',' "
+                f"ORDER BY ctid)) FROM {quote_ident(table)}"
+            ).scalar()
+
     try:
         seconds = upsert_passes(
-            db, rows, repeat, empty_table, "raw COPY, pre-serialised (ceiling)", raw_copy
+            db,
+            rows,
+            repeat,
+            empty_table,
+            "raw COPY, pre-serialised (ceiling)",
+            raw_copy,
+            versions,
         )
     finally:
         with admin.begin() as conn:
@@ -220,7 +259,7 @@ def report(title: str, n: int, seconds: dict[str, float]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--url")
     parser.add_argument("--mysql-url", default=os.environ.get("SYNC_TEST_MYSQL_URL"))
     args = parser.parse_args()

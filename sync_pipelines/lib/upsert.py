@@ -4,6 +4,11 @@ PostgreSQL: COPY the rows (serialised a column at a time) into a temporary table
 statement updates the rows that really differ (``IS DISTINCT FROM``) through a join and
 inserts the new keys (``ON CONFLICT`` covering concurrent inserts). Unchanged rows are not
 touched at all: no dead tuples, no row locks, no trigger noise, and ``updated`` means changed.
+When none of the keys can be in the table yet (an integer key: none in the rows' range;
+others: one index probe per key), the rows are COPYed straight into it under a savepoint
+instead, at a plain COPY's speed; a key another transaction inserts meanwhile undoes it and
+the rows take the staged way. The COPY text is produced slice by slice while the server parses the previous
+one, jsonb and timestamps by orjson.
 MySQL/MariaDB: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``, values escaped by PyMySQL's
 own converters (chosen once per column, not per value); the server's affected-row count and
 its "Records: N Duplicates: D" summary of each statement give the three numbers.
@@ -21,14 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import io
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from functools import partial
+from itertools import chain
+from operator import attrgetter, itemgetter
 
+import orjson
 import sqlalchemy as sa
 from pymysql import converters as pymysql_converters
 
@@ -85,10 +92,8 @@ def _dedupe(rows: Iterable[Mapping], key_columns: Sequence[str]) -> tuple[list[M
 def _resolve_columns(rows: Sequence[Mapping], columns: Sequence[str] | None) -> list[str]:
     if columns is not None:
         return list(columns)
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    return list(names)
+    # Every row's keys in first-seen order, iterated in C.
+    return list(dict.fromkeys(chain.from_iterable(rows)))
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -97,14 +102,18 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
 _NULL = "\\N"
 _JSONISH = (dict, list, tuple)
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# orjson renders what json.dumps(default=str) would, except datetimes (its own ISO form),
+# non-str keys (refused) and NaN/Infinity (null): those go to default=str / the options /
+# the json fallback below, so a jsonb value is stored exactly as before, ~8x faster.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_dump_fast = partial(orjson.dumps, default=str, option=_ORJSON_OPTIONS)
 
 
-def _copy_text(value) -> str:
-    """One field in COPY's text format (``\\N`` is NULL): the general, per-value path."""
-    if value is None:
-        return _NULL
+def _plain_text(value) -> str:
+    """One non-NULL value as PostgreSQL's text input reads it (not yet COPY-escaped)."""
     if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
+        return value
     if isinstance(value, bool):
         return "t" if value else "f"
     if isinstance(value, int | float | decimal.Decimal | uuid.UUID):
@@ -112,8 +121,15 @@ def _copy_text(value) -> str:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, _JSONISH):
-        return json.dumps(value, ensure_ascii=False, default=str).translate(_COPY_ESCAPES)
-    return str(value).translate(_COPY_ESCAPES)
+        return _dumps(value)
+    return str(value)
+
+
+def _copy_text(value) -> str:
+    """One field in COPY's text format (``\\N`` is NULL): the general, per-value path."""
+    if value is None:
+        return _NULL
+    return _plain_text(value).translate(_COPY_ESCAPES)
 
 
 def _escape_column(texts: list[str]) -> list[str]:
@@ -130,11 +146,68 @@ def _escape_column(texts: list[str]) -> list[str]:
     return joined.translate(_COPY_ESCAPES).split("\x00")
 
 
-def _copy_column(values: list) -> list[str]:
+def _json_text(value) -> str:
+    """One JSON value by orjson where it renders what json.dumps(default=str) would."""
+    try:
+        out = orjson.dumps(value, default=str, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits, a key orjson refuses...
+        return _dumps(value)
+    # orjson writes NaN/Infinity as null, json.dumps as NaN (which PostgreSQL refuses, as it
+    # should); a value whose null does not read back as None (or a tuple...) takes json.dumps.
+    if b"null" in out and orjson.loads(out) != value:
+        return _dumps(value)
+    return out.decode()
+
+
+def _jsonb_column(values: list) -> list[str]:
+    """A column of non-NULL JSON values for a jsonb column, COPY-escaped. orjson's text
+    (compact, no control characters: only backslashes need escaping) costs a quarter of
+    json.dumps'; jsonb keeps no formatting, so the stored values are the same."""
+    try:
+        # Decoded at once: orjson's output starts as a 1 KiB buffer, and keeping 100k of
+        # them alive costs more than json.dumps itself.
+        texts = [_dump_fast(v).decode() for v in values]
+        joined = "\x00".join(texts)
+    except orjson.JSONEncodeError:
+        joined = ""
+    if not joined or "null" in joined:  # one by one: see _json_text
+        texts = [_json_text(v) for v in values]
+        joined = "\x00".join(texts)
+    if "\\" not in joined:
+        return texts
+    return joined.replace("\\", "\\\\").split("\x00")
+
+
+def _whole_minutes(zone: dt.tzinfo | None) -> bool:
+    if zone is None:
+        return True
+    if type(zone) is not dt.timezone:
+        return False  # a zone's offset changes with the date (and was once in seconds)
+    offset = zone.utcoffset(None)
+    return offset.seconds % 60 == 0 and not offset.microseconds
+
+
+def _isoformat_column(values: list) -> list[str]:
+    """``isoformat()`` of a column of datetimes (or times), by orjson when the zones allow: its
+    RFC 3339 text is the same for naive values and fixed offsets in whole minutes (the usual
+    UTC or -03:00), at a seventh of the cost. It would drop an offset's seconds, so other
+    zones keep ``isoformat()``."""
+    if all(map(_whole_minutes, set(map(attrgetter("tzinfo"), values)))):
+        try:
+            encoded = orjson.dumps(values)  # '["2024-03-05T12:00:00+00:00","..."]': no escapes
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            return encoded[2:-2].decode().split('","')
+    return [v.isoformat() for v in values]
+
+
+def _copy_column(values: list, jsonb: bool = False) -> list[str]:
     """One column in COPY text format, with one conversion chosen for the column's types.
 
     The per-value type dispatch of ``_copy_text`` costs more than the COPY itself; a column
-    almost always holds one type (plus NULLs), so the conversion is picked once.
+    almost always holds one type (plus NULLs), so the conversion is picked once. ``jsonb``:
+    the target column is jsonb, which keeps no formatting, so the fast encoder may write it.
     """
     kinds = set(map(type, values))
     has_null = type(None) in kinds
@@ -151,11 +224,22 @@ def _copy_column(values: list) -> list[str]:
         texts = ["t" if v else "f" for v in values]
     elif kind in (int, float, decimal.Decimal, uuid.UUID):
         texts = [str(v) for v in values] if has_null else list(map(str, values))
-    elif kind in (dt.datetime, dt.date, dt.time):
-        texts = ["" if v is None else v.isoformat() for v in values]
+    elif kind is dt.date:
+        # Dates repeat (a day per order, per slot...): format each distinct one once.
+        text_of = {v: v.isoformat() for v in set(values) if v is not None}
+        texts = [text_of.get(v, "") for v in values] if has_null else [*map(text_of.get, values)]
+    elif kind in (dt.datetime, dt.time):
+        texts = _isoformat_column([v for v in values if v is not None] if has_null else values)
+        if has_null:
+            formatted = iter(texts)
+            return [_NULL if v is None else next(formatted) for v in values]
+    elif kind in _JSONISH and jsonb:
+        texts = _jsonb_column([v for v in values if v is not None] if has_null else values)
+        if has_null:
+            encoded = iter(texts)
+            return [_NULL if v is None else next(encoded) for v in values]
     elif kind in _JSONISH:
-        dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-        texts = _escape_column(["" if v is None else dumps(v) for v in values])
+        texts = _escape_column(["" if v is None else _dumps(v) for v in values])
     else:
         return [_copy_text(v) for v in values]
     if has_null:
@@ -163,34 +247,200 @@ def _copy_column(values: list) -> list[str]:
     return texts
 
 
-def copy_rows_text(rows: Sequence[Mapping], columns: Sequence[str]) -> io.StringIO:
-    """Serialise rows for ``COPY ... FROM STDIN`` (text format), a column at a time."""
-    if not rows:
-        return io.StringIO("")
+def _fields(rows: Sequence[Mapping], columns: Sequence[str]) -> list[list]:
     try:
-        fields = [[row[c] for row in rows] for c in columns]
+        return [list(map(itemgetter(c), rows)) for c in columns]
     except KeyError:
-        fields = [[row.get(c) for row in rows] for c in columns]  # missing column -> NULL
-    lines = map("\t".join, zip(*map(_copy_column, fields), strict=True))
-    return io.StringIO("\n".join(lines) + "\n")
+        return [[row.get(c) for row in rows] for c in columns]  # missing column -> NULL
 
 
-# psycopg2 reads the buffer in chunks of this many characters (default 8 KiB).
-_COPY_CHUNK = 1 << 20
+def copy_rows_text(
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    jsonb: Collection[str] = (),
+    constants: Mapping[str, object] | None = None,
+) -> str:
+    """Rows as ``COPY ... FROM STDIN`` text, a column at a time (``jsonb``: such columns),
+    then one column per ``constants`` entry holding its value on every row."""
+    if not rows:
+        return ""
+    fields = _fields(rows, columns)
+    texts = [_copy_column(f, c in jsonb) for f, c in zip(fields, columns, strict=True)]
+    texts += [[_copy_text(value)] * len(rows) for value in (constants or {}).values()]
+    return "\n".join(map("\t".join, zip(*texts, strict=True))) + "\n"
+
+
+class _CopyStream:
+    """The file psycopg2's ``copy_expert`` reads: each ``read`` serialises the next slice of
+    rows, so the server parses one slice while Python serialises the next (on two cores the
+    serialiser's time mostly hides behind the server's, instead of adding to it)."""
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping],
+        columns: Sequence[str],
+        jsonb: Collection[str],
+        constants: Mapping[str, object],
+    ):
+        self._rows, self._columns, self._jsonb = rows, columns, jsonb
+        self._constants = constants
+        self._next = 0
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> str:
+        start = self._next
+        self._next = start + _COPY_SLICE
+        try:
+            return copy_rows_text(
+                self._rows[start : self._next], self._columns, self._jsonb, self._constants
+            )
+        except Exception as exc:
+            self.error = exc  # psycopg2 reports it only as "error in .read() call"
+            raise
+
+    readline = read
+
+
+# Rows per slice: big enough that Python's per-slice work is small, small enough that the
+# server starts after a few milliseconds and never waits long for the next one.
+_COPY_SLICE = 5000
 
 
 def copy_into(
-    conn: sa.Connection, table: str, rows: Sequence[Mapping], columns: Sequence[str]
+    conn: sa.Connection,
+    table: str,
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    jsonb: Collection[str] = (),
+    constants: Mapping[str, object] | None = None,
 ) -> None:
-    """Plain COPY of rows into ``table`` (already quoted/qualified) through the DBAPI cursor."""
-    col_sql = ", ".join(quote_ident(c) for c in columns)
+    """Plain COPY of rows into ``table`` (already quoted/qualified) through the DBAPI cursor,
+    serialised slice by slice while the server works (``jsonb``: the jsonb columns;
+    ``constants``: columns with one value on every row, e.g. the writing run's id)."""
+    constants = dict(constants or {})
+    col_sql = ", ".join(quote_ident(c) for c in [*columns, *constants])
+    stream = _CopyStream(rows, columns, jsonb, constants)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(
-            f"COPY {table} ({col_sql}) FROM STDIN", copy_rows_text(rows, columns), size=_COPY_CHUNK
-        )
+        cursor.copy_expert(f"COPY {table} ({col_sql}) FROM STDIN", stream)
+    except conn.dialect.loaded_dbapi.Error:
+        if stream.error is not None:
+            raise stream.error from None  # our serialiser's own error (a NUL...), as raised
+        raise
     finally:
         cursor.close()
+
+
+def _column_types(conn: sa.Connection, target: str) -> dict[str, str]:
+    """The target's columns and their SQL types (``format_type``), from the catalog."""
+    result = conn.exec_driver_sql(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %(t)s::regclass AND attnum > 0 AND NOT attisdropped",
+        {"t": target},
+    )
+    return dict(result.all())
+
+
+def _array_literal(values: list) -> str:
+    """A column of non-NULL values as a PostgreSQL array literal."""
+    kinds = set(map(type, values))
+    if kinds <= {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    texts = values if kinds <= {str} else [_plain_text(v) for v in values]
+    joined = "\x00".join(texts)  # NUL cannot be in PostgreSQL text: a safe separator
+    if "\\" in joined or '"' in joined:
+        joined = joined.replace("\\", "\\\\").replace('"', '\\"')
+    return '{"' + joined.replace("\x00", '","') + '"}'
+
+
+_INTEGER_TYPES = frozenset({"bigint", "integer", "smallint"})
+
+
+def _any_key_exists(
+    conn: sa.Connection,
+    target: str,
+    rows: Sequence[Mapping],
+    key_columns: Sequence[str],
+    types: Mapping[str, str],
+) -> bool:
+    """Whether any of the rows' keys may already be in the target.
+
+    An integer key is checked as a range: two index lookups tell a first load or new ids
+    above the existing ones (a rerun sees a row in range at once and stages as before; new
+    ids among existing ones stage too). Other keys get one index probe per key, the first
+    hit ending it. Only integers: Python orders text by code point, a collation may not.
+    """
+    (first, *others) = key_columns
+    if not others and types[first] in _INTEGER_TYPES:
+        ids = list(map(itemgetter(first), rows))
+        if set(map(type, ids)) == {int}:
+            column = quote_ident(first)
+            return bool(
+                conn.exec_driver_sql(
+                    f"SELECT EXISTS (SELECT 1 FROM {target} "
+                    f"WHERE {column} BETWEEN %(lo)s AND %(hi)s)",
+                    {"lo": min(ids), "hi": max(ids)},
+                ).scalar()
+            )
+    arrays = ", ".join(f"%(k{i})s::{types[k]}[]" for i, k in enumerate(key_columns))
+    names = ", ".join(quote_ident(k) for k in key_columns)
+    match = " AND ".join(f"t.{quote_ident(k)} = k.{quote_ident(k)}" for k in key_columns)
+    params = {f"k{i}": _array_literal(f) for i, f in enumerate(_fields(rows, key_columns))}
+    return bool(
+        conn.exec_driver_sql(
+            f"SELECT EXISTS (SELECT 1 FROM unnest({arrays}) AS k({names}) "
+            f"JOIN {target} AS t ON {match})",
+            params,
+        ).scalar()
+    )
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+def _copy_new_rows(
+    conn: sa.Connection,
+    target: str,
+    rows: Sequence[Mapping],
+    columns: Sequence[str],
+    jsonb: Collection[str],
+    stamp: Mapping[str, object],
+) -> bool:
+    """COPY rows whose keys are all new straight into the target, as fast as a plain COPY
+    (the stamp columns as constants).
+
+    Under a savepoint: if another transaction inserted one of the keys meanwhile, the COPY
+    is undone and False sends the rows through the staged merge instead. Any other error
+    (a bad value...) leaves nothing of the batch and propagates.
+    """
+    try:
+        with conn.begin_nested():
+            copy_into(conn, target, rows, columns, jsonb, constants=stamp)
+    except conn.dialect.loaded_dbapi.IntegrityError as exc:
+        if getattr(exc, "pgcode", None) == UNIQUE_VIOLATION:
+            return False
+        raise
+    return True
+
+
+# The merge joins the staged rows to the target by a hash join; with the default work_mem
+# (4 MB) 100k rows spill to disk in batches. Raised for the merge statement only.
+_MERGE_WORK_MEM = "64MB"
+
+
+def _raise_work_mem(conn: sa.Connection) -> str:
+    """Raise work_mem to _MERGE_WORK_MEM (never lower it) for this transaction; returns the
+    caller's value for _set_work_mem to put back."""
+    return conn.exec_driver_sql(
+        "SELECT current_setting('work_mem'), set_config('work_mem', CASE WHEN "
+        "pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%(m)s) THEN %(m)s "
+        "ELSE current_setting('work_mem') END, true)",
+        {"m": _MERGE_WORK_MEM},
+    ).one()[0]
+
+
+def _set_work_mem(conn: sa.Connection, value: str) -> None:
+    conn.exec_driver_sql("SELECT set_config('work_mem', %(v)s, true)", {"v": value})
 
 
 def _pg_upsert(
@@ -203,6 +453,17 @@ def _pg_upsert(
     stamp: Mapping[str, object],
 ) -> tuple[int, int]:
     target = ".".join(quote_ident(p) for p in table.split(".")) if '"' not in table else table
+    types = _column_types(conn, target)
+    jsonb = frozenset(c for c in columns if types.get(c) == "jsonb")
+    # All keys new (a first load, a new month): nothing to compare, so no staging either.
+    # (A key column the target lacks is left to the staged COPY to report.)
+    probe = all(k in types for k in key_columns)
+    if (
+        probe
+        and not _any_key_exists(conn, target, rows, key_columns, types)
+        and _copy_new_rows(conn, target, rows, columns, jsonb, stamp)
+    ):
+        return len(rows), 0
     staging = quote_ident(f"_stage_{uuid.uuid4().hex[:12]}")
     cols = ", ".join(quote_ident(c) for c in [*columns, *stamp])
     keys = ", ".join(quote_ident(c) for c in key_columns)
@@ -210,13 +471,8 @@ def _pg_upsert(
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE {staging} (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP"
     )
-    for name, value in stamp.items():
-        # COPY leaves the stamp columns out, so every staged row takes this default.
-        conn.exec_driver_sql(
-            f"ALTER TABLE {staging} ALTER COLUMN {quote_ident(name)} SET DEFAULT %(v)s",
-            {"v": value},
-        )
-    copy_into(conn, staging, rows, columns)
+    # The stamp columns travel as constants of the COPY (never compared, see below).
+    copy_into(conn, staging, rows, columns, jsonb, constants=stamp)
     match = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in key_columns)
     if update_columns:
         written = [*update_columns, *stamp]  # the stamp is written, never compared
@@ -237,6 +493,7 @@ def _pg_upsert(
     else:
         conflict = "DO NOTHING"
         update_cte, updated_count = "", "0"
+    work_mem = _raise_work_mem(conn)
     # New keys are inserted; ON CONFLICT still covers a row another transaction inserted
     # meanwhile. xmax = 0 only on a freshly inserted row version: inserts vs updates.
     result = conn.exec_driver_sql(
@@ -247,6 +504,7 @@ def _pg_upsert(
         f"SELECT (SELECT count(*) FILTER (WHERE fresh) FROM merged), "
         f"{updated_count} + (SELECT count(*) FILTER (WHERE NOT fresh) FROM merged)"
     ).one()
+    _set_work_mem(conn, work_mem)
     conn.exec_driver_sql(f"DROP TABLE {staging}")
     return int(result[0]), int(result[1])
 
@@ -462,10 +720,13 @@ def bulk_upsert(
             )
         else:
             raise NotImplementedError(f"bulk_upsert does not support {dialect}")
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # The raw driver is used for COPY and multi-row inserts; give callers one error type.
-        # The caller's transaction is now aborted, so nothing of the batch stays.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (conn.dialect.loaded_dbapi.Error, sa.exc.DBAPIError) as exc:
+        # The raw driver is used for COPY and multi-row inserts, SQLAlchemy for the key probe
+        # and the merge; give callers one error type. Nothing of the batch stays.
+        error = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig else exc
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise UpsertError(
             f"bulk upsert of {len(unique_rows)} rows into {table} failed: {first_line}"
         ) from exc

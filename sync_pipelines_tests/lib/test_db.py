@@ -58,6 +58,12 @@ def test_role_schema_is_the_search_path(pg_db, pg_url):
         other.dispose()
 
 
+def test_sessions_have_room_for_a_staged_batch_in_temp_buffers(pg_db):
+    """bulk_upsert's temporary tables: the server default (8MB) would spill a 100k-row batch."""
+    with pg_db.connect() as conn:
+        assert conn.exec_driver_sql("SHOW temp_buffers").scalar() == "32MB"
+
+
 def test_tenant_database_connects_to_its_own_database(mysql_db):
     url = mysql_db.engine.url
     rendered = url.render_as_string(hide_password=False)

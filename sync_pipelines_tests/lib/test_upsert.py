@@ -404,3 +404,156 @@ def test_mysql_upsert_sends_no_select_per_batch(mysql_db):
         after = selects()
     assert (result.inserted, result.unchanged) == (2490, 10)
     assert after - before == 0
+
+
+def test_new_keys_racing_a_concurrent_insert_fall_back_to_the_merge(pg_db):
+    """All keys are new when bulk_upsert looks, so it COPYs them straight into the table; a
+    transaction that inserted one of them meanwhile commits while that COPY waits on the key.
+    The COPY is undone to its savepoint and the staged merge writes the rows instead."""
+    import threading
+
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(PG_DDL)
+    rows = _rows(50)
+    other = pg_db.engine.connect()
+    other_tx = other.begin()
+    other.exec_driver_sql("INSERT INTO items (id, name) VALUES (7, 'from elsewhere')")
+    outcome: dict = {}
+
+    def upsert() -> None:
+        try:
+            with pg_db.begin() as conn:
+                outcome["pid"] = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                outcome["result"] = bulk_upsert(conn, "items", rows, ["id"])
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=upsert)
+    worker.start()
+    with pg_db.connect() as watcher:
+        for _ in range(200):  # until the COPY waits for the other transaction's key 7
+            waiting = watcher.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %(pid)s",
+                {"pid": outcome.get("pid", -1)},
+            ).scalar()
+            if waiting:
+                break
+            worker.join(0.05)
+        assert waiting, "the upsert never waited on the concurrently inserted key"
+    other_tx.commit()
+    other.close()
+    worker.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert (result.inserted, result.updated, result.unchanged) == (49, 1, 0)
+    with pg_db.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT id, name FROM items").all())
+    assert stored == {row["id"]: row["name"] for row in rows}
+
+
+def test_jsonb_values_are_stored_as_before_and_nan_is_still_refused(pg_db):
+    """jsonb columns go through orjson, text columns keep json.dumps' text: datetimes, Decimals,
+    tuples, non-text keys, nulls and integers beyond 64 bits are stored as json.dumps
+    (default=str) would write them; NaN is refused, not turned into null."""
+    import json
+
+    docs = [
+        {"at": dt.datetime(2024, 3, 5, 12, 0, tzinfo=dt.UTC), "price": Decimal("1.50")},
+        {"pair": (1, "a"), 3: None, "deep": {"list": [None, True, 1.5, "x\\y\n"]}},
+        {"big": 2**70, "neg": -(2**63) - 1},
+        [None, {"k": "ação"}],
+    ]
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(ROUND_TRIP_DDL.format(t="js"))
+        bulk_upsert(
+            conn,
+            "js",
+            [{"id": i, "doc": d, "misc": d} for i, d in enumerate(docs)],
+            ["id"],
+        )
+        stored = dict(conn.exec_driver_sql("SELECT id, doc FROM js ORDER BY id").all())
+        text = dict(conn.exec_driver_sql("SELECT id, misc FROM js ORDER BY id").all())
+    for i, doc in enumerate(docs):
+        written = json.dumps(doc, ensure_ascii=False, default=str)
+        assert stored[i] == json.loads(written)
+        assert text[i] == written
+    with pg_db.begin() as conn, pytest.raises(UpsertError, match="1 rows into js failed"):
+        bulk_upsert(conn, "js", [{"id": 9, "doc": {"x": float("nan")}}], ["id"])
+
+
+def test_timestamps_in_any_zone_keep_their_instant(pg_db):
+    """Fixed offsets are formatted by orjson, zones with a history (and offsets in seconds,
+    as São Paulo's before 1914) by isoformat: every instant comes back the same."""
+    import zoneinfo
+
+    sao_paulo = zoneinfo.ZoneInfo("America/Sao_Paulo")
+    instants = [
+        dt.datetime(2024, 3, 5, 12, 0, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2019, 2, 16, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-3))),
+        dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+        dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=-2, seconds=-5))),
+        dt.datetime(1900, 1, 1, tzinfo=sao_paulo),
+        dt.datetime(2018, 11, 4, 12, 30, tzinfo=sao_paulo),
+    ]
+    for batch in ([instants[0], instants[1]], instants):  # fixed offsets only, then all
+        with pg_db.begin() as conn:
+            conn.exec_driver_sql(ROUND_TRIP_DDL.format(t="ts"))
+            bulk_upsert(conn, "ts", [{"id": i, "at": at} for i, at in enumerate(batch)], ["id"])
+            stored = dict(conn.exec_driver_sql("SELECT id, at FROM ts").all())
+            conn.exec_driver_sql("DROP TABLE ts")
+        assert stored == dict(enumerate(batch))
+
+
+def test_new_text_and_composite_keys_go_straight_in_and_a_rerun_merges(pg_db):
+    """Keys that are not integers are probed one by one (an array of them, quoted): new ones
+    are COPYed in a savepoint (their rows carry a subtransaction's xid), a rerun with one
+    changed row goes through the merge (the transaction's own xid) and counts it."""
+    keys = ["plain", 'quote "q"', "back\\slash", "comma, {brace}", "ação 😀", " spaced "]
+    rows = [
+        {"code": code, "day": dt.date(2024, 1, 1 + i), "name": f"n{i}"}
+        for i, code in enumerate(keys)
+    ]
+
+    def upsert(batch):
+        with pg_db.begin() as conn:
+            result = bulk_upsert(conn, "coded", batch, ["code", "day"])
+            own = conn.exec_driver_sql("SELECT txid_current()::text").scalar()
+            xmins = dict(conn.exec_driver_sql("SELECT name, xmin::text FROM coded").all())
+        return (result.inserted, result.updated, result.unchanged), own, xmins
+
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE coded (code text, day date, name text, PRIMARY KEY (code, day))"
+        )
+    counts, own, xmins = upsert(rows)
+    assert counts == (6, 0, 0)
+    assert own not in set(xmins.values())  # written by the savepoint's subtransaction
+    changed = [dict(r, name="changed") if r["code"] == "back\\slash" else r for r in rows]
+    counts, own, xmins = upsert(
+        [*changed, {"code": "new", "day": dt.date(2024, 2, 1), "name": "x"}]
+    )
+    assert counts == (1, 1, 5)
+    assert xmins["changed"] == own and xmins["x"] == own  # the staged merge wrote these
+    with pg_db.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT code, name FROM coded").all())
+    assert stored == {**{r["code"]: r["name"] for r in changed}, "new": "x"}
+
+
+def test_a_key_the_column_cannot_hold_is_refused_as_an_upsert_error(pg_db):
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(PG_DDL)
+    with pytest.raises(UpsertError, match="2 rows into items failed: invalid input syntax"):
+        _upsert(pg_db, [{"id": "1", "name": "a"}, {"id": "x", "name": "b"}])
+
+
+def test_stamp_with_copy_special_characters_survives_both_copy_paths(pg_db):
+    """The stamp travels as a COPY constant on the direct path (all keys new) and on the
+    staged one: a tab, a newline or a backslash in it must arrive as they are."""
+    with pg_db.begin() as conn:
+        conn.exec_driver_sql(STAMPED_DDL)
+    odd = "run\twith\\odd\nchars"
+    _, direct = _stamped(pg_db, [{"id": 5, "name": "a"}], {"run": odd})
+    _, staged = _stamped(pg_db, [{"id": 5, "name": "b"}, {"id": 3, "name": "c"}], {"run": odd})
+    assert direct[5].run == odd
+    assert {i: r.run for i, r in staged.items()} == {3: odd, 5: odd}
+    assert direct[5].xmin != staged[5].xmin  # the second pass really rewrote id 5
