@@ -232,7 +232,7 @@ def hubsoft_ticket_sync(
                     0,
                     0,
                     f"HubSoft offline: {check.error}",
-                    context.run_id,
+                    context.run.run_id,
                 )
             context.log.warning(
                 f"HubSoft is offline ({check.error}); nothing synced. Offline tickets stay "
@@ -263,7 +263,7 @@ def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> 
                 f"recovery: {done}/{total} tickets, {result.synced} synced, {result.failed} failed"
             )
 
-    result = recover_offline_tickets(client, db, on_ticket=progress, run_id=context.run_id)
+    result = recover_offline_tickets(client, db, on_ticket=progress, run_id=context.run.run_id)
     if result.skipped_reason:
         context.log.warning(f"recovery skipped: {result.skipped_reason}")
     metadata = _numeric(result.metadata())
@@ -280,12 +280,12 @@ def _recover(context, client: HubSoftClient, db, telegram: TelegramResource) -> 
         f"recovery: {result.created} created, {result.adopted} adopted, {result.failed} failed "
         f"of {result.candidates} candidates"
     )
-    metadata |= run_rows_metadata(db, context.run_id, HUBSOFT_TABLES)
+    metadata |= run_rows_metadata(db, context.run.run_id, HUBSOFT_TABLES)
     return MaterializeResult(asset_key=RECOVERY_KEY, metadata=metadata)
 
 
 def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
-    result = sync_statuses(client, db, run_id=context.run_id)
+    result = sync_statuses(client, db, run_id=context.run.run_id)
     metadata = _numeric(result.metadata())
     if result.changes:
         metadata["changes"] = _table(("ticket", "before", "now"), result.changes[:50])
@@ -294,7 +294,7 @@ def _sync_status(context, client: HubSoftClient, db) -> MaterializeResult:
     context.log.info(
         f"status sync: {result.checked} active tickets checked, {result.changed} changed"
     )
-    metadata |= run_rows_metadata(db, context.run_id, HUBSOFT_TABLES)
+    metadata |= run_rows_metadata(db, context.run.run_id, HUBSOFT_TABLES)
     return MaterializeResult(asset_key=STATUS_KEY, metadata=metadata)
 
 

@@ -112,7 +112,7 @@ def materialize_everything(defs, instance, log=print) -> Counter:
         log(f"  run {result.run_id[:8]} {label}: {'ok' if result.success else 'FAILED'}")
     # The checks on tables judge what every sync above wrote (in production each runs in
     # the job that writes its table; the plan's implicit jobs select assets only).
-    result = defs.get_job_def("table_checks").execute_in_process(
+    result = defs.resolve_job_def("table_checks").execute_in_process(
         run_config=QUIET_RUN, instance=instance, raise_on_error=False
     )
     outcomes["success" if result.success else "failure"] += 1

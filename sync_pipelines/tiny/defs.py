@@ -270,7 +270,7 @@ def _report_tables(context: AssetExecutionContext, tiny_db: DatabaseResource) ->
         tiny_db.db, [TINY_ORDERS, TINY_STATUS_HISTORY, TINY_IMPORT_FAILURES]
     ):
         context.log_event(event)
-    return run_rows_metadata(tiny_db.db, context.run_id, TINY_TABLES)
+    return run_rows_metadata(tiny_db.db, context.run.run_id, TINY_TABLES)
 
 
 def _numeric(values: dict) -> dict:
@@ -311,7 +311,7 @@ def service_orders_history(
             month,
             on_page=progress,
             breaker=tiny_api.breaker(),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
     provenance = _report_tables(context, tiny_db)
     return MaterializeResult(metadata=_numeric(result.metadata()) | provenance)
@@ -347,7 +347,7 @@ def service_orders_incremental(
             tiny_db.db,
             window_days=config.window_days or tiny_api.incremental_window_days,
             breaker=tiny_api.breaker(),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
     context.log.info(
         f"incremental: {result.upserted.inserted} new, {result.upserted.updated} updated, "
@@ -376,7 +376,7 @@ def import_failure_retries(
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         result = retry_failures(
-            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run.run_id
         )
     counts = failure_counts(tiny_db.db)
     metadata = _numeric(result.metadata()) | _numeric(
@@ -411,7 +411,7 @@ def integrity_report(
 ) -> MaterializeResult:
     with _client(context, tiny_api, tiny_db, control_db, telegram) as client:
         report = check_integrity(
-            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run_id
+            client, tiny_db.db, breaker=tiny_api.breaker(), run_id=context.run.run_id
         )
     by_status = MetadataValue.table(
         records=[
@@ -483,7 +483,7 @@ def integrity_report(
 def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> MaterializeResult:
     # Only the database: no Tiny resource, so a reparse needs neither the API nor its token.
     month = dt.date.fromisoformat(context.partition_key)
-    result = reparse_month(tiny_db.db, month, run_id=context.run_id)
+    result = reparse_month(tiny_db.db, month, run_id=context.run.run_id)
     metadata = _numeric(result.metadata())
     metadata["columns_changed"] = MetadataValue.json(result.columns_changed)
     if result.unreadable:
@@ -503,7 +503,7 @@ def reparse(context: AssetExecutionContext, tiny_db: DatabaseResource) -> Materi
     )
     for event in table_materializations(tiny_db.db, [TINY_ORDERS]):
         context.log_event(event)
-    metadata |= run_rows_metadata(tiny_db.db, context.run_id, ["ordens_servico"])
+    metadata |= run_rows_metadata(tiny_db.db, context.run.run_id, ["ordens_servico"])
     return MaterializeResult(metadata=metadata)
 
 

@@ -161,7 +161,7 @@ def agenda_slots(
                 env=detran_portal.key_env(),
             ),
             options=detran_portal.options(
-                holder_hint=f"(this is Dagster run {context.run_id})", run_id=context.run_id
+                holder_hint=f"(this is Dagster run {context.run.run_id})", run_id=context.run.run_id
             ),
         )
     except LockNotAvailable as exc:
@@ -188,7 +188,7 @@ def agenda_slots(
     metadata["dagster/row_count"] = MetadataValue.int(
         _partition_rows(db, "agenda_slots", usuario_id, day)
     )
-    metadata |= run_rows_metadata(db, context.run_id, DETRAN_TABLES)
+    metadata |= run_rows_metadata(db, context.run.run_id, DETRAN_TABLES)
     yield MaterializeResult(metadata=metadata)
 
 
@@ -210,7 +210,7 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
         # Runs only when selected without agenda_slots (a range of agenda_slots makes the
         # appointments of each day it synced itself): every day of the range, as asked.
         made = [
-            create_appointments(detran_db.db, usuario_id, day, context.run_id)
+            create_appointments(detran_db.db, usuario_id, day, context.run.run_id)
             for usuario_id, days in examiner_days(context.partition_keys).items()
             for day in days
         ]
@@ -222,7 +222,7 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
         )
     day, usuario_id = split_partition(context.partition_key)
     started = time.monotonic()
-    result = create_appointments(detran_db.db, usuario_id, day, context.run_id)
+    result = create_appointments(detran_db.db, usuario_id, day, context.run.run_id)
     if result.removed_with_appointment:
         context.log.warning(
             f"{result.removed_with_appointment} slot(s) with an appointment were removed from "
@@ -243,5 +243,5 @@ def agendamentos(context: AssetExecutionContext, detran_db: DatabaseResource) ->
             ),
         }
         # The appointments are the clinic's table: the slots linked to them carry the run.
-        | run_rows_metadata(detran_db.db, context.run_id, ["agenda_slots"])
+        | run_rows_metadata(detran_db.db, context.run.run_id, ["agenda_slots"])
     )

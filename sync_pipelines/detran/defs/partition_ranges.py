@@ -184,7 +184,7 @@ def sync_partition_range(
         env=detran_portal.key_env(),
     )
     options = detran_portal.options(
-        holder_hint=f"(this is Dagster run {context.run_id})", run_id=context.run_id
+        holder_hint=f"(this is Dagster run {context.run.run_id})", run_id=context.run.run_id
     )
     outcome = RangeOutcome()
     checks: dict[int, list[AssetCheckResult]] = {}
@@ -235,14 +235,14 @@ def sync_partition_range(
             metadata = _day_metadata(result, day) | {
                 "run_rows_query": MetadataValue.md(
                     "Rows this run wrote (and no later run changed):\n\n```sql\n"
-                    + "\n".join(rows_of_run_query(db, t, context.run_id) for t in DETRAN_TABLES)
+                    + "\n".join(rows_of_run_query(db, t, context.run.run_id) for t in DETRAN_TABLES)
                     + "\n```"
                 )
             }
             yield _materialization(AGENDA_SLOTS, day.date, usuario_id, metadata)
             outcome.days_written += 1
             try:
-                made = create_appointments(db, usuario_id, day.date, context.run_id)
+                made = create_appointments(db, usuario_id, day.date, context.run.run_id)
             except Exception as exc:  # noqa: BLE001 - the slots are stored; report and go on
                 outcome.failed[usuario_id] = (
                     f"appointments of {day.date.isoformat()}: {type(exc).__name__}: {redact(exc)}"
@@ -278,7 +278,7 @@ def sync_partition_range(
     )
     if outcome.failed:
         context.instance.add_run_tags(
-            context.run_id, {FAILED_TAG: ",".join(map(str, outcome.failed))}
+            context.run.run_id, {FAILED_TAG: ",".join(map(str, outcome.failed))}
         )
         reasons = "; ".join(f"examiner {u}: {why}" for u, why in outcome.failed.items())
         raise Failure(

@@ -237,7 +237,7 @@ def leads_export(
         }
         # What this run wrote locally: its refused leads (the exported ones live in Gestão
         # Scouter, whose schema is not ours: sync_source = 'tabuladormax' marks them there).
-        | run_rows_metadata(db, context.run_id, [export_jobs.ERRORS])
+        | run_rows_metadata(db, context.run.run_id, [export_jobs.ERRORS])
     )
 
 

@@ -176,14 +176,14 @@ def reverse_sync_leads(
         return
     _, mapping = mapping_for(tabuladormax_db.db, None, gestao_scouter.field_mappings)
     with gestao_scouter.client() as client:
-        result = reverse_sync(tabuladormax_db.db, client, mapping, run_id=context.run_id)
+        result = reverse_sync(tabuladormax_db.db, client, mapping, run_id=context.run.run_id)
     context.log.info(
         f"reverse sync: {result.seen} changed rows seen, {result.written} written to "
         f"TabuladorMax, {result.skipped_own} were the export's own, {result.skipped_older} older"
     )
     if RUN_ID_COLUMN in source_columns(tabuladormax_db.db):
         context.add_output_metadata(
-            run_rows_metadata(tabuladormax_db.db, context.run_id, [LEADS_TABLE])
+            run_rows_metadata(tabuladormax_db.db, context.run.run_id, [LEADS_TABLE])
         )
     else:
         context.log.info(
