@@ -23,7 +23,6 @@ from ...resources import DatabaseResource, TelegramResource
 from ..appointments import create_appointments
 from ..client import PortalClient
 from ..examiners import ExaminerNotFound, get_examiner
-from ..sessions import SessionCache
 from ..sync import SyncResult, describe_examiner, sync_examiner
 from .checks import AGENDA_CHECKS, guard_checks
 from .partition_ranges import DETRAN_TABLES, examiner_days, sync_partition_range
@@ -154,15 +153,8 @@ def agenda_slots(
             examiner,
             [day],
             portal_factory=lambda credentials: PortalClient(settings, credentials),
-            sessions=SessionCache(
-                db,
-                settings.base_url,
-                ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
-                env=detran_portal.key_env(),
-            ),
-            options=detran_portal.options(
-                holder_hint=f"(this is Dagster run {context.run.run_id})", run_id=context.run.run_id
-            ),
+            sessions=detran_portal.session_cache(db),
+            options=detran_portal.run_options(context.run.run_id),
         )
     except LockNotAvailable as exc:
         # Another run is syncing this examiner (the portal allows one session per user):

@@ -53,7 +53,6 @@ from ...resources import DatabaseResource, TelegramResource
 from ..appointments import create_appointments
 from ..client import PortalClient
 from ..examiners import Examiner, ExaminerNotFound, get_examiner
-from ..sessions import SessionCache
 from ..sync import SyncResult, sync_examiner
 from .checks import guard_checks
 from .partitions import partition_key, split_partition
@@ -177,15 +176,8 @@ def sync_partition_range(
     only_auto_sync = context.run.tags.get(SCOPE_TAG) == AUTO_SYNC_SCOPE
     plan = examiner_days(context.partition_keys)
     settings = detran_portal.settings()
-    sessions = SessionCache(
-        db,
-        settings.base_url,
-        ttl=dt.timedelta(minutes=detran_portal.session_ttl_minutes),
-        env=detran_portal.key_env(),
-    )
-    options = detran_portal.options(
-        holder_hint=f"(this is Dagster run {context.run.run_id})", run_id=context.run.run_id
-    )
+    sessions = detran_portal.session_cache(db)
+    options = detran_portal.run_options(context.run.run_id)
     outcome = RangeOutcome()
     checks: dict[int, list[AssetCheckResult]] = {}
     context.log.info(

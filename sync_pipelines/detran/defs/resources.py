@@ -7,9 +7,11 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from ...lib.db import Database
 from ...resources import env_or
 from ..client import DEFAULT_PORTAL_URL, PortalSettings
 from ..examiners import KEY_VAR
+from ..sessions import SessionCache
 from ..sync import SyncOptions
 
 DEFAULT_DIAGNOSTICS_DIR = ".diagnostics/detran"
@@ -69,11 +71,22 @@ class DetranPortalResource(ConfigurableResource):
         """The key as examiners.py's encrypt/decrypt take it."""
         return {KEY_VAR: self.credentials_key} if self.credentials_key else None
 
-    def options(self, holder_hint: str, run_id: str | None = None) -> SyncOptions:
+    def session_cache(self, db: Database) -> SessionCache:
+        """The examiners' cached portal sessions, cookies encrypted under the key."""
+        return SessionCache(
+            db,
+            self.settings().base_url,
+            ttl=dt.timedelta(minutes=self.session_ttl_minutes),
+            env=self.key_env(),
+        )
+
+    def run_options(self, run_id: str) -> SyncOptions:
+        """How the Dagster run ``run_id`` syncs: its id names the lock holder and stamps the
+        rows it writes."""
         return SyncOptions(
             run_id=run_id,
             touch_interval=dt.timedelta(minutes=self.touch_interval_minutes),
             logout_after_run=self.logout_after_run.strip().lower() in ("1", "true", "yes"),
-            holder_hint=holder_hint,
+            holder_hint=f"(this is Dagster run {run_id})",
             credentials_key=self.credentials_key,
         )
