@@ -483,37 +483,16 @@ def sync_tenant(
     marks = Watermarks(control_db)
     outcome = TenantSyncResult(instance)
     outcome.migrations_applied = target.ensure_tables(tenant_db).applied
+    # Contacts and chats read the same way (watermarks, full or incremental); sector links
+    # are replaced as a set.
+    watermarked = dict(full=full, settings=settings, now=now, before_write=before_write)
     steps: list[tuple[str, Callable[[], TableResult]]] = [
-        (
-            "wpp_contacts",
-            lambda: sync_contacts(
-                main_db,
-                tenant_db,
-                marks,
-                instance,
-                full=full,
-                settings=settings,
-                now=now,
-                before_write=before_write,
-            ),
-        ),
+        ("wpp_contacts", lambda: sync_contacts(main_db, tenant_db, marks, instance, **watermarked)),
         (
             "wpp_contact_sectors",
             lambda: sync_contact_sectors(main_db, tenant_db, instance, before_write=before_write),
         ),
-        (
-            "wpp_chats",
-            lambda: sync_chats(
-                main_db,
-                tenant_db,
-                marks,
-                instance,
-                full=full,
-                settings=settings,
-                now=now,
-                before_write=before_write,
-            ),
-        ),
+        ("wpp_chats", lambda: sync_chats(main_db, tenant_db, marks, instance, **watermarked)),
     ]
     for table, step in steps:
         if table not in wanted:
