@@ -77,3 +77,15 @@ def run_sync(detran_db, settings, credentials_key):
         )
 
     return run
+
+
+@pytest.fixture
+def instance():
+    """A Dagster instance of its own, the sandbox's two examiners as dynamic partitions."""
+    from dagster import instance_for_test
+
+    from sync_pipelines.detran.defs import EXAMINERS_PARTITIONS
+
+    with instance_for_test() as inst:
+        inst.add_dynamic_partitions(EXAMINERS_PARTITIONS, ["1", "2"])
+        yield inst

@@ -11,10 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from dagster import instance_for_test, materialize
+from dagster import materialize
 
 from sync_pipelines.detran.defs import (
-    EXAMINERS_PARTITIONS,
     FAILURE_RATE_CHECK,
     REMOVAL_CHECK,
     DetranPortalResource,
@@ -46,13 +45,6 @@ def env(monkeypatch, detran_db, pg_url, pg_schema, portal, telegram, tmp_path):
         monkeypatch.setenv(var, value)
     migrate(detran_db, "control")
     return detran_db
-
-
-@pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        inst.add_dynamic_partitions(EXAMINERS_PARTITIONS, ["1", "2"])
-        yield inst
 
 
 def work_day() -> dt.date:

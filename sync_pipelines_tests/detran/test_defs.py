@@ -14,7 +14,6 @@ from dagster import (
     DagsterInstance,
     build_schedule_context,
     build_sensor_context,
-    instance_for_test,
     materialize,
 )
 
@@ -52,13 +51,6 @@ def env(monkeypatch, detran_db, pg_url, pg_schema, portal, tmp_path):
     monkeypatch.setenv("DETRAN_PORTAL_URL", portal.base_url)
     monkeypatch.setenv("DETRAN_DIAGNOSTICS_DIR", str(tmp_path / "pages"))
     return detran_db
-
-
-@pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        inst.add_dynamic_partitions(EXAMINERS_PARTITIONS, ["1", "2"])
-        yield inst
 
 
 def resources():

@@ -64,13 +64,6 @@ def env(monkeypatch, detran_db, pg_url, pg_schema, portal, tmp_path):
     return detran_db
 
 
-@pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        inst.add_dynamic_partitions(EXAMINERS_PARTITIONS, ["1", "2"])
-        yield inst
-
-
 def resources() -> dict:
     return {
         "detran_db": DatabaseResource.for_role("detran"),
