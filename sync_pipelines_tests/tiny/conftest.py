@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from sync_pipelines.lib.db import create_database
 from sync_pipelines.lib.http import RetryPolicy
 from sync_pipelines.lib.migrations import migrate
+from sync_pipelines.resources import DatabaseResource, TelegramResource
 from sync_pipelines.sandbox.tiny_sim import (
     API_PREFIX,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
     SANDBOX_CREDENTIALS_KEY,
+    TINY_PART,
     TOKEN_PATH,
     TinySimulator,
 )
 from sync_pipelines.tiny.client import OAuthSettings, TinyClient, TokenManager
+from sync_pipelines.tiny.defs import TinyApiResource
+
+from ..dagster_db import scratch_database
 
 FAST_RETRY = RetryPolicy(max_attempts=8, base_backoff=0.02, max_backoff=0.3, max_wait=3.0)
 
@@ -86,3 +92,40 @@ def stored_pair(db) -> tuple[str, str]:
         cipher.decrypt(row.access_token_encrypted, "access"),
         cipher.decrypt(row.refresh_token_encrypted, "refresh"),
     )
+
+
+# The whole project's Tiny part on a scratch database, for the Dagster-level tests.
+@pytest.fixture
+def project(pg_url, monkeypatch):
+    sim = TinySimulator(seed=5, n_orders=400, per_minute_limit=100_000, burst_per_second=100_000)
+    sim.start()
+    with scratch_database(pg_url) as url:
+        monkeypatch.setenv("SYNC_DATABASE_URL", url)
+        for key, value in TINY_PART.env(sim.base_url).items():
+            monkeypatch.setenv(key, value)
+        for role in ("tiny", "control"):
+            db = create_database(role, url, {"tiny": "tiny", "control": "sync_control"}[role])
+            migrate(db)
+            db.dispose()
+        yield sim, url
+    sim.stop()
+
+
+def own(result, node: str):
+    """The asset's own materialization (the tables it wrote report theirs too)."""
+    [mine] = [
+        m
+        for m in result.asset_materializations_for_node(node)
+        if m.asset_key.to_python_identifier() == node
+    ]
+    return mine
+
+
+def resources() -> dict:
+    # Built per test: the resources are wired to the variables each test's fixtures set.
+    return {
+        "tiny_api": TinyApiResource.from_env_vars(),
+        "tiny_db": DatabaseResource.for_role("tiny"),
+        "control_db": DatabaseResource.for_role("control"),
+        "telegram": TelegramResource.from_env_vars(),
+    }

@@ -13,7 +13,6 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 from sync_pipelines.lib.db import create_database
 from sync_pipelines.lib.http import PermanentHttpError, RetryPolicy, TransientHttpError
 from sync_pipelines.lib.migrations import migrate
-from sync_pipelines.resources import DatabaseResource, TelegramResource
 from sync_pipelines.sandbox.telegram_sim import SANDBOX_ADMIN_IDS, TELEGRAM_PART, TelegramSimulator
 from sync_pipelines.sandbox.tiny_sim import API_PREFIX, TINY_PART, TinySimulator
 from sync_pipelines.tiny.breaker import CircuitBreaker, CircuitOpen
@@ -22,7 +21,7 @@ from sync_pipelines.tiny.defs import TinyApiResource, service_orders_history
 from sync_pipelines.tiny.sync import retry_failures, sync_incremental, sync_month
 
 from ..dagster_db import scratch_database
-from .conftest import oauth_settings
+from .conftest import oauth_settings, resources
 
 MONTH, MONTH_START = "2023-05", dt.date(2023, 5, 1)
 ATTEMPTS = 2  # HTTP attempts per call: a failed call costs exactly this many requests
@@ -81,7 +80,6 @@ def test_breaker_counts_only_consecutive_transient_failures():
 
 
 def test_threshold_is_the_resources_field_set_from_its_variable(monkeypatch):
-    from sync_pipelines.tiny.defs import TinyApiResource
 
     assert CircuitBreaker().threshold == 5
     monkeypatch.setenv("TINY_CIRCUIT_BREAKER_FAILURES", "7")
@@ -195,16 +193,6 @@ def project(pg_url, monkeypatch):
             db.dispose()
     tiny.stop()
     telegram.stop()
-
-
-def resources() -> dict:
-    # Built per test: the resources are wired to the variables each test's fixtures set.
-    return {
-        "tiny_api": TinyApiResource.from_env_vars(),
-        "tiny_db": DatabaseResource.for_role("tiny"),
-        "control_db": DatabaseResource.for_role("control"),
-        "telegram": TelegramResource.from_env_vars(),
-    }
 
 
 def run_month(instance):

@@ -3,60 +3,19 @@ instance with the project's resources, report numeric metadata, and leak nothing
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, materialize
 
 from sync_pipelines.lib.db import create_database
-from sync_pipelines.lib.migrations import migrate
-from sync_pipelines.resources import DatabaseResource, TelegramResource
-from sync_pipelines.sandbox.tiny_sim import SANDBOX_CLIENT_SECRET, TINY_PART, TinySimulator
+from sync_pipelines.sandbox.tiny_sim import SANDBOX_CLIENT_SECRET
 from sync_pipelines.tiny.defs import (
-    TinyApiResource,
     import_failure_retries,
     integrity_report,
     service_orders_history,
     service_orders_incremental,
 )
 
-from ..dagster_db import scratch_database
-from .conftest import stored_pair
-
-
-@pytest.fixture
-def project(pg_url, monkeypatch):
-    sim = TinySimulator(seed=5, n_orders=400, per_minute_limit=100_000, burst_per_second=100_000)
-    sim.start()
-    with scratch_database(pg_url) as url:
-        monkeypatch.setenv("SYNC_DATABASE_URL", url)
-        for key, value in TINY_PART.env(sim.base_url).items():
-            monkeypatch.setenv(key, value)
-        for role in ("tiny", "control"):
-            db = create_database(role, url, {"tiny": "tiny", "control": "sync_control"}[role])
-            migrate(db)
-            db.dispose()
-        yield sim, url
-    sim.stop()
-
-
-def own(result, node: str):
-    """The asset's own materialization (the tables it wrote report theirs too)."""
-    [mine] = [
-        m
-        for m in result.asset_materializations_for_node(node)
-        if m.asset_key.to_python_identifier() == node
-    ]
-    return mine
-
-
-def resources() -> dict:
-    # Built per test: the resources are wired to the variables each test's fixtures set.
-    return {
-        "tiny_api": TinyApiResource.from_env_vars(),
-        "tiny_db": DatabaseResource.for_role("tiny"),
-        "control_db": DatabaseResource.for_role("control"),
-        "telegram": TelegramResource.from_env_vars(),
-    }
+from .conftest import own, resources, stored_pair
 
 
 def materialize_month(instance, partition_key: str):

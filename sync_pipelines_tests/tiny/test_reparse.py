@@ -21,9 +21,8 @@ from sync_pipelines.tiny.defs import TINY_VARIABLES, reparse, service_orders_his
 from sync_pipelines.tiny.reparse import reparse_month
 from sync_pipelines.tiny.sync import sync_month
 
-from .conftest import make_client
-from .test_defs import own, project  # noqa: F401 - the whole-project fixture
-from .test_defs import resources as project_resources
+from .conftest import make_client, own
+from .conftest import resources as project_resources
 
 MONTH = dt.date(2023, 5, 1)
 NEXT_MONTH = dt.date(2023, 6, 1)
@@ -342,7 +341,7 @@ def test_rows_stored_before_versions_were_recorded_get_the_version_once(sim, tin
 
 
 def test_reparse_asset_runs_with_tiny_down_and_fails_naming_unreadable_orders(
-    project,  # noqa: F811 - the fixture imported from test_defs
+    project,
     change_rule,
     monkeypatch,
 ):
